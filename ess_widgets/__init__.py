@@ -1,0 +1,23 @@
+"""ess-widgets: measure how much memory a sequence model really uses (effective state-size)."""
+
+from .core import (
+    entropy_ess,
+    ess_bound,
+    recurrence_operator,
+    recurrence_spectra,
+    spectra,
+    spectra_ref,
+    tolerance_ess,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "spectra",
+    "spectra_ref",
+    "recurrence_spectra",
+    "recurrence_operator",
+    "tolerance_ess",
+    "entropy_ess",
+    "ess_bound",
+]
