@@ -23,9 +23,7 @@ def as_tensor(x, name: str) -> torch.Tensor:
     elif isinstance(x, (list, tuple)):
         t = torch.as_tensor(np.asarray(x, dtype=np.float64))
     else:
-        raise TypeError(
-            f"`{name}` must be a torch.Tensor or numpy array, got {type(x).__name__}."
-        )
+        raise TypeError(f"`{name}` must be a torch.Tensor or numpy array, got {type(x).__name__}.")
     if t.is_complex():
         raise TypeError(f"`{name}` must be real, got complex dtype {t.dtype}.")
     if not t.is_floating_point():

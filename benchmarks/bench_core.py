@@ -1,0 +1,105 @@
+"""Benchmark the core against the naive loop ``svdvals(T[..., i:, :i])`` over all splits.
+
+Prints times, ratios and the largest deviations measured in this one run; it asserts
+nothing (speed goals are not tests). Usage::
+
+    python benchmarks/bench_core.py            # the issue's sizes
+    python benchmarks/bench_core.py --quick    # small sizes, a few seconds
+    python benchmarks/bench_core.py --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import torch
+
+from ess_widgets import recurrence_operator, recurrence_spectra, spectra
+
+
+def naive_loop(T: torch.Tensor) -> torch.Tensor:
+    """The baseline: one ``svdvals`` per split, in the dtype of ``T``."""
+    L = T.shape[-1]
+    out = T.new_zeros(*T.shape[:-2], L - 1, L // 2)
+    for i in range(1, L):
+        out[..., i - 1, : min(i, L - i)] = torch.linalg.svdvals(T[..., i:, :i])
+    return out
+
+
+def timed(fn, device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    result = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return result, time.perf_counter() - start
+
+
+def causal_attention(heads, L, generator):
+    scores = torch.randn(heads, L, L, generator=generator)
+    mask = torch.triu(torch.ones(L, L, dtype=torch.bool), 1)
+    return torch.softmax(scores.masked_fill(mask, float("-inf")), -1)
+
+
+def bench_dense(heads, L, device):
+    T = causal_attention(heads, L, torch.Generator().manual_seed(0)).to(device)
+    spectra(T[:1, :8, :8], device=device)  # warm-up (thread pool, CUDA context)
+    naive, t_naive = timed(lambda: naive_loop(T), device)
+    fast, t_fast = timed(lambda: spectra(T, device=device), device)
+    deviation = (fast.to(naive.device, torch.float64) - naive.double()).abs().amax()
+    sigma_1 = naive[..., 0].amax().double()
+    print(
+        f"dense  {heads} heads x L={L} (float32 in): naive loop {t_naive:7.2f} s | "
+        f"spectra {t_fast:6.2f} s | ratio {t_naive / t_fast:5.1f}x | "
+        f"max |diff| = {float(deviation / sigma_1):.1e} sigma_1"
+    )
+
+
+def bench_structured(channels, L, N, naive_channels, device):
+    g = torch.Generator().manual_seed(1)
+    a = (0.8 + 0.2 * torch.rand(channels, L, N, generator=g, dtype=torch.float64)).to(device)
+    b = torch.randn(channels, L, N, generator=g, dtype=torch.float64).to(device)
+    c = torch.randn(channels, L, N, generator=g, dtype=torch.float64).to(device)
+    recurrence_spectra(a[:1, :8], b[:1, :8], c[:1, :8], device=device)  # warm-up
+    fast, t_fast = timed(lambda: recurrence_spectra(a, b, c, device=device), device)
+    sub = slice(0, naive_channels)
+
+    def materialize_and_loop():
+        return naive_loop(recurrence_operator(a[sub], b[sub], c[sub]))
+
+    naive, t_sub = timed(materialize_and_loop, device)
+    t_naive = t_sub * channels / naive_channels
+    exact, approx = naive[..., :N].cpu(), fast[sub].cpu()
+    significant = exact >= 1e-6 * exact[..., :1]
+    rel = ((approx - exact).abs() / exact.clamp_min(1e-300))[significant].amax()
+    print(
+        f"struct {channels} channels x L={L}, N={N}: naive (materialize + loop, "
+        f"{naive_channels} channels timed, scaled) {t_naive:8.1f} s | recurrence_spectra "
+        f"{t_fast:6.2f} s | ratio {t_naive / t_fast:6.0f}x | max rel diff {float(rel):.1e}"
+    )
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if any)")
+    args = parser.parse_args()
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+    print(
+        f"device {device} ({name or platform.machine()}), torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
+    if args.quick:
+        bench_dense(heads=4, L=128, device=device)
+        bench_structured(channels=16, L=256, N=16, naive_channels=2, device=device)
+    else:
+        bench_dense(heads=12, L=512, device=device)
+        bench_structured(channels=64, L=1024, N=16, naive_channels=2, device=device)
+
+
+if __name__ == "__main__":
+    main()
