@@ -140,7 +140,9 @@ def recurrence_spectra(a, b, c, *, dtype=None, device=None) -> torch.Tensor:
     L, N = b.shape[-2:]
     channels = b.shape[0]
     per_channel = 2 * L * N * N * torch.finfo(dt).bits // 8
-    chunk = max(1, min(_CHUNK_BYTES // per_channel, -(-channels // torch.get_num_threads())))
+    chunk = max(1, _CHUNK_BYTES // per_channel)
+    if dev.type == "cpu":  # one chunk per core at least, for the split workers
+        chunk = min(chunk, -(-channels // torch.get_num_threads()))
     starts = range(0, channels, chunk)
     with split_workers(dev) as imap:
         parts = list(
