@@ -1,0 +1,1 @@
+"""The app layer: what users start (the report now, the explorer next)."""
