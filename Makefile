@@ -1,5 +1,5 @@
 # Two commands for a fresh machine (see README.md):
-#   make demo   set up everything and run the main job
+#   make demo   set up everything and open the explorer notebook in JupyterLab
 #   make test   set up everything and run the tests
 # Each creates .venv, installing the pinned CPU torch before anything that depends on it.
 
@@ -10,7 +10,7 @@ TORCH_PIN ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install browser demo test lint bench clean
+.PHONY: install browser demo report test lint bench clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,12 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
 	  else echo "Chromium missing: run 'sudo apt-get install -y chromium' for the browser tests"; fi; }
 
+# The explorer on the built-in model, in JupyterLab (offline; Ctrl-C stops it).
 demo: install
+	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --no-browser $$([ "$$(id -u)" = 0 ] && echo --allow-root) \
+	  notebooks/02_explore_language_model.ipynb
+
+report: install
 	$(PY) -m ess_widgets
 
 test: install browser

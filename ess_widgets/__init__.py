@@ -13,6 +13,18 @@ from .core import (
 
 __version__ = "0.1.0"
 
+# The app pulls in ipywidgets and altair: import it on first use only.
+_APP = ("Explorer", "show_operator", "show_attention")
+
+
+def __getattr__(name):
+    if name in _APP:
+        from . import app
+
+        return getattr(app, name)
+    raise AttributeError(f"module 'ess_widgets' has no attribute {name!r}")
+
+
 __all__ = [
     "spectra",
     "spectra_ref",
@@ -26,4 +38,7 @@ __all__ = [
     "supported_families",
     "ModelHandle",
     "LayerOperators",
+    "Explorer",
+    "show_operator",
+    "show_attention",
 ]

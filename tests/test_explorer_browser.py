@@ -1,0 +1,266 @@
+"""The explorer in a real browser: JupyterLab on 127.0.0.1 driven by Chromium (playwright).
+
+Runs notebooks/02 with Run All, waits for the charts and the token view, moves the
+tolerance slider from the keyboard, checks that the shown ESS changed, and saves
+docs/screenshots/explorer.png. Then opens an explorer HTML export offline. Every
+request that does not go to 127.0.0.1 (or a file) is blocked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+NOTEBOOK = "02_explore_language_model.ipynb"
+SCREENSHOT = ROOT / "docs" / "screenshots" / "explorer.png"
+CHROMIUM = pathlib.Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+HOSTILE = "<img src=x onerror=alert(1)>"
+ARTIFACTS = pathlib.Path(__file__).parent / "_artifacts"  # git-ignored
+
+if not CHROMIUM.exists():
+    pytest.skip(
+        f"Chromium not found at {CHROMIUM} (apt-get install chromium)", allow_module_level=True
+    )
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """JupyterLab on 127.0.0.1 with isolated config, settings and workspaces."""
+    base = tmp_path_factory.mktemp("lab")
+    root = base / "notebooks"
+    root.mkdir()
+    shutil.copy(ROOT / "notebooks" / NOTEBOOK, root / NOTEBOOK)
+    config, settings, workspaces = base / "config", base / "settings", base / "workspaces"
+    (config / "labconfig").mkdir(parents=True)
+    (config / "labconfig" / "page_config.json").write_text(
+        json.dumps({"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}})
+    )
+    tracker = settings / "@jupyterlab" / "notebook-extension"
+    tracker.mkdir(parents=True)
+    # render every cell (no windowing), so the whole explorer is in the DOM
+    (tracker / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
+    workspaces.mkdir()
+    port, token = _free_port(), secrets.token_hex(16)
+    env = dict(
+        os.environ,
+        JUPYTER_CONFIG_DIR=str(config),
+        JUPYTERLAB_SETTINGS_DIR=str(settings),
+        JUPYTERLAB_WORKSPACES_DIR=str(workspaces),
+        JUPYTER_RUNTIME_DIR=str(base / "runtime"),
+        HF_HUB_OFFLINE="1",
+        OMP_NUM_THREADS="1",
+    )
+    log = open(base / "server.log", "w")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--allow-root",
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={root}",
+            "--ServerApp.open_browser=False",
+            "--LabApp.news_url=None",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    break
+                time.sleep(0.3)
+        else:
+            pytest.fail("JupyterLab did not start in 60 s")
+        if proc.poll() is not None:
+            pytest.fail(f"JupyterLab exited:\n{(base / 'server.log').read_text()[-3000:]}")
+        yield {"url": url, "token": token, "root": root, "log": base / "server.log"}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def _only_local(blocked):
+    def route(r):
+        url = r.request.url
+        if url.startswith(("http://127.0.0.1", "ws://127.0.0.1", "file://", "data:", "blob:")):
+            r.continue_()
+        else:
+            blocked.append(url)
+            r.abort()
+
+    return route
+
+
+def _shown_tol_ess(page) -> str:
+    return page.locator(".essw-shown-tol-ess").first.inner_text()
+
+
+def test_explorer_notebook_in_jupyterlab(lab, browser):
+    # tall enough for the whole explorer (the notebook scrolls inside its panel)
+    context = browser.new_context(viewport={"width": 1700, "height": 2000})
+    page = context.new_page()
+    blocked, errors, dialogs = [], [], []
+    page.route("**/*", _only_local(blocked))
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.goto(f"{lab['url']}/lab/tree/{NOTEBOOK}?reset&token={lab['token']}")
+    panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
+    panel.wait_for(timeout=60_000)
+    # a fresh server may ask which kernel to start: take the default (Python 3)
+    select = page.locator(".jp-Dialog .jp-mod-accept")
+    try:
+        select.wait_for(timeout=5_000)
+        select.click()
+    except sync_api.TimeoutError:
+        pass
+    page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(
+        timeout=60_000
+    )
+    page.locator("#jp-MainMenu").get_by_text("Run", exact=True).click()
+    page.locator("li[data-command='runmenu:run-all']").click()
+
+    explorer = panel.locator(".essw-explorer")
+    try:
+        explorer.wait_for(timeout=90_000)
+    except Exception:
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "explorer_failure.png"))
+        print(lab["log"].read_text()[-4000:])
+        raise
+    # charts drawn by vega (svg or canvas) and the token view
+    explorer.locator(".essw-token").first.wait_for(timeout=60_000)
+    page.wait_for_function(
+        "() => document.querySelectorAll('.essw-explorer .vega-embed svg.marks, "
+        ".essw-explorer .vega-embed canvas').length >= 4",
+        timeout=60_000,
+    )
+    assert explorer.locator(".essw-token").count() > 20
+    assert explorer.locator(".essw-token.essw-delim").count() >= 2
+    assert "Singular values of T[i:, :i]" in explorer.inner_text()
+    # wait for Run All to finish (the last cell prints the skip note)
+    panel.locator(".jp-OutputArea-output").filter(has_text="falcon-mamba-7b").wait_for(
+        timeout=60_000
+    )
+
+    before = _shown_tol_ess(page)
+    label_before = explorer.locator(".essw-label").inner_text()
+    # a real UI interaction: focus the tolerance slider and step it up from the keyboard
+    slider = explorer.locator(".widget-slider").filter(has_text="tolerance")
+    handle = slider.locator(".noUi-handle")
+    handle.focus()
+    for _ in range(10):  # 10 steps of 0.1 decade: 1e-3 -> 1e-2
+        page.keyboard.press("ArrowRight")
+    page.wait_for_function(
+        "(before) => { const b = document.querySelector('.essw-explorer .essw-label'); "
+        "return b && b.textContent !== before; }",
+        arg=label_before,
+        timeout=30_000,
+    )
+    page.wait_for_function(
+        "() => /tol=1e-2/.test(document.querySelector('.essw-explorer .essw-summary')"
+        "?.textContent || '')",
+        timeout=30_000,
+    )
+    after = _shown_tol_ess(page)
+    assert after != before, (before, after)
+    assert "tol=1e-2" in explorer.locator(".essw-label").inner_text()
+
+    # a click on a token selects the split right after it
+    explorer.locator(".essw-token").nth(19).click()
+    page.wait_for_function(
+        "() => /split i=20\\b/.test(document.querySelector('.essw-explorer .essw-summary')"
+        "?.textContent || '')",
+        timeout=30_000,
+    )
+    page.wait_for_timeout(1500)  # let vega finish redrawing
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    explorer.evaluate("e => e.scrollIntoView({block: 'start'})")
+    page.wait_for_timeout(300)
+    explorer.screenshot(path=str(SCREENSHOT))
+    # the notebook's "Open in Colab" badge is the only remote resource (an image)
+    assert [u for u in blocked if "colab-badge" not in u] == [], blocked
+    assert dialogs == []
+    assert not [e for e in errors if "essw" in e or "vega" in e.lower()], errors
+    context.close()
+
+
+def test_export_html_offline(browser, tmp_path):
+    from ess_widgets.app import show_operator
+
+    L = 24
+    g = torch.Generator().manual_seed(1)
+    T = torch.tril(torch.randn(3, L, 3, generator=g) @ torch.randn(3, 3, L, generator=g))
+    tokens = ["<|im_start|>", "user", "\n", HOSTILE] + [f" w{k}." for k in range(L - 4)]
+    ex = show_operator(T, tokens, tol=1e-3, split=9)
+    path = ex.export_html(tmp_path / "explorer.html")
+    context = browser.new_context(viewport={"width": 1300, "height": 900})
+    page = context.new_page()
+    blocked, errors, dialogs = [], [], []
+    page.route("**/*", _only_local(blocked))
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.goto(path.as_uri())
+    for k in range(len(ex.charts)):
+        page.wait_for_selector(f"#essw-chart-{k} svg.marks", timeout=15_000)
+    assert page.locator(".essw-chart-error").count() == 0
+    assert page.locator(".essw-token").count() == L
+    assert page.locator(".essw-token").nth(3).text_content() == "<img·src=x·onerror=alert(1)>"
+    assert page.evaluate("document.getElementsByTagName('img').length") == 0
+    assert re.search(r"split i=9", page.locator("body").inner_text())
+    assert blocked == [] and errors == [] and dialogs == []
+    context.close()
