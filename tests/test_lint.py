@@ -20,7 +20,7 @@ def _ruff():
 @pytest.mark.parametrize("args", [["check"], ["format", "--check"]], ids=["check", "format"])
 def test_ruff_is_clean(args):
     result = subprocess.run(
-        [_ruff(), *args, "ess_widgets", "tests", "benchmarks"],
+        [_ruff(), *args, "ess_widgets", "tests", "benchmarks", "scripts"],
         cwd=ROOT,
         capture_output=True,
         text=True,

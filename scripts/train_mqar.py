@@ -1,0 +1,138 @@
+"""Train the MQAR models the package ships (CPU, one thread, seeded).
+
+    python scripts/train_mqar.py                 # the whole grid (see GRID)
+    python scripts/train_mqar.py --only mqar-gla-dk8-kv8 --steps 200 --out /tmp/w
+
+Each model (d_model 64, seq_len 64, vocab 64): AdamW (lr 3e-3, weight decay 0.1,
+50 warmup steps then cosine), batch 64 of fresh MQAR sequences per step (seed =
+model seed * 1_000_003 + step), evaluation on 256 held-out sequences (seed 10_000 +
+model seed) every 100 steps, early stop once the held-out accuracy reaches 0.99. Weights go to
+``ess_widgets/models/weights/<name>.safetensors`` with config and training record in
+the safetensors header; ``manifest.csv`` lists them all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ess_widgets.models.model import MQARConfig, MQARModel, save_model
+from ess_widgets.models.registry import model_name
+from ess_widgets.tasks import mqar
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "ess_widgets" / "models" / "weights"
+
+SEQ_LEN, VOCAB, D_MODEL = 64, 64, 64
+BATCH, LR, WD, WARMUP, EVAL_EVERY, TARGET = 64, 3e-3, 0.1, 50, 100, 0.99
+
+# (family, state, num_pairs, max_steps)
+GRID = [
+    *(
+        (f, dk, kv, 1000 if f != "gla" else 600)
+        for f in ("la", "wla", "gla")
+        for dk, kv in ((4, 8), (8, 8), (16, 8), (8, 4), (8, 16))
+    ),
+    *(("sa", 16, kv, 600) for kv in (4, 8, 16)),
+    *(("s6", n, kv, 400) for n, kv in ((2, 8), (8, 8), (8, 4))),
+]
+
+
+def accuracy(model, batch) -> float:
+    with torch.no_grad():
+        pred = model(batch.inputs).argmax(-1)
+    mask = batch.query_mask
+    return float((pred[mask] == batch.targets[mask]).float().mean())
+
+
+def train_one(family, state, num_pairs, max_steps, *, seed=0, out=WEIGHTS, log=print):
+    torch.manual_seed(seed)
+    cfg = MQARConfig(family, state, VOCAB, d_model=D_MODEL)
+    model = MQARModel(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WD)
+
+    def lr_at(step):
+        if step < WARMUP:
+            return (step + 1) / WARMUP
+        return 0.5 * (1 + math.cos(math.pi * (step - WARMUP) / max(1, max_steps - WARMUP)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    held_out = mqar(256, num_pairs=num_pairs, seq_len=SEQ_LEN, vocab_size=VOCAB, seed=10_000 + seed)
+    start, acc, step = time.time(), 0.0, 0
+    for step in range(1, max_steps + 1):
+        batch = mqar(
+            BATCH,
+            num_pairs=num_pairs,
+            seq_len=SEQ_LEN,
+            vocab_size=VOCAB,
+            seed=seed * 1_000_003 + step,
+        )
+        logits = model(batch.inputs)
+        loss = F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten())
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if step % EVAL_EVERY == 0 or step == max_steps:
+            model.eval()
+            acc = accuracy(model, held_out)
+            model.train()
+            log(f"  step {step:5d} loss {loss.item():.3f} held-out acc {acc:.3f}")
+            if acc >= TARGET:
+                break
+    seconds = time.time() - start
+    name = model_name(family, state, num_pairs)
+    record = {
+        "name": name,
+        "family": family,
+        "state": state,
+        "num_pairs": num_pairs,
+        "seq_len": SEQ_LEN,
+        "vocab_size": VOCAB,
+        "d_model": D_MODEL,
+        "seed": seed,
+        "steps": step,
+        "train_accuracy": round(acc, 4),
+        "train_seconds": round(seconds, 1),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    save_model(model.eval(), out / f"{name}.safetensors", {"training": record})
+    return record
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="*", help="model names to (re)train")
+    parser.add_argument("--steps", type=int, help="override max steps")
+    parser.add_argument("--out", type=Path, default=WEIGHTS)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    manifest = args.out / "manifest.csv"
+    rows = {}
+    if manifest.exists():
+        with open(manifest) as f:
+            rows = {r["name"]: r for r in csv.DictReader(f)}
+    for family, state, kv, steps in GRID:
+        name = model_name(family, state, kv)
+        if args.only and name not in args.only:
+            continue
+        print(name, flush=True)
+        rec = train_one(family, state, kv, args.steps or steps, out=args.out)
+        print(f"  -> acc {rec['train_accuracy']} in {rec['train_seconds']} s", flush=True)
+        rows[name] = rec
+        with open(manifest, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rec))
+            writer.writeheader()
+            order = [model_name(f_, s_, k_) for f_, s_, k_, _ in GRID]
+            for key in sorted(rows, key=lambda n: order.index(n) if n in order else 99):
+                writer.writerow(rows[key])
+
+
+if __name__ == "__main__":
+    main()
