@@ -26,24 +26,11 @@ import torch
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOK = "02_explore_language_model.ipynb"
 SCREENSHOT = ROOT / "docs" / "screenshots" / "explorer.png"
-CHROMIUM = pathlib.Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 HOSTILE = "<img src=x onerror=alert(1)>"
 ARTIFACTS = pathlib.Path(__file__).parent / "_artifacts"  # git-ignored
 
-if not CHROMIUM.exists():
-    pytest.skip(
-        f"Chromium not found at {CHROMIUM} (apt-get install chromium)", allow_module_level=True
-    )
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 pytestmark = pytest.mark.slow
+PlaywrightTimeout = pytest.importorskip("playwright.sync_api").TimeoutError
 
 
 def _free_port() -> int:
@@ -126,14 +113,6 @@ def lab(tmp_path_factory):
         log.close()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
 def _only_local(blocked):
     def route(r):
         url = r.request.url
@@ -166,7 +145,7 @@ def test_explorer_notebook_in_jupyterlab(lab, browser):
     try:
         select.wait_for(timeout=5_000)
         select.click()
-    except sync_api.TimeoutError:
+    except PlaywrightTimeout:
         pass
     page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(
         timeout=60_000
