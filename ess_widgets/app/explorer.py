@@ -120,9 +120,13 @@ class Explorer(widgets.VBox):
     ----------
     model : str, default "smollm2-135m"
         A built-in name (``ess_widgets.adapters.builtin_models()``), a hub id or a
-        local folder (anything ``ess_widgets.adapters.load`` accepts).
+        local folder (anything ``ess_widgets.adapters.load`` accepts). The MQAR
+        models (``"mqar-gla-dk8-kv8"``, ...) read MQAR token text (``"k3 v17 _
+        q:k3"``, see ``ess_widgets.adapters.mqar``).
     text : str
-        The input text.
+        The input text. While it is the default English text, a model with its own
+        input format (MQAR) shows its ``default_text`` instead: an MQAR sequence
+        of the model's training task.
     layer : int, default 0
     head : int, default 0
         Head or channel; ``-1`` shows the mean over heads (channels).
@@ -185,6 +189,7 @@ class Explorer(widgets.VBox):
         self._fixed_source = _source
         self._source = _source
         self._source_key = ("data", id(_source)) if _source is not None else None
+        self._auto_text: str | None = None  # a model's own example, put in by the explorer
         self._cache: OrderedDict = OrderedDict()
         self._data: LayerData | None = None
         self._charts: dict[str, alt.TopLevelMixin] = {}
@@ -488,11 +493,24 @@ class Explorer(widgets.VBox):
         if self.model not in _HANDLES:
             self._set_busy(f"loading {self.model} …")
         handle = load_model(self.model.strip())
+        self._use_model_text(handle)
         self._source = ModelSource(handle, self.text, max_tokens=self.max_tokens)
-        self._source_key = key
+        self._source_key = (self.model, self.text)
         self._overview_table = None
         self._overview_spectra = None
         self._chart_widgets["overview"].layout.display = "none"
+
+    def _use_model_text(self, handle) -> None:
+        """Swap in the model's own example text (``handle.default_text``, e.g. an MQAR
+        sequence) while the text is the default one or another model's example."""
+        own = getattr(handle, "default_text", None) or DEFAULT_TEXT
+        if self.text != own and self.text in (DEFAULT_TEXT, self._auto_text):
+            suspend, self._suspend = self._suspend, True
+            try:
+                self.text = own
+            finally:
+                self._suspend = suspend
+        self._auto_text = None if own == DEFAULT_TEXT else own
 
     def layer_data(self, layer: int | None = None) -> LayerData:
         """The cached spectra (and friends) of a layer of the current model and text."""
