@@ -8,17 +8,9 @@ request that does not go to 127.0.0.1 (or a file) is blocked.
 
 from __future__ import annotations
 
-import json
-import os
 import pathlib
 import re
-import secrets
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
@@ -33,111 +25,42 @@ pytestmark = pytest.mark.slow
 PlaywrightTimeout = pytest.importorskip("playwright.sync_api").TimeoutError
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
+def lab(jupyter_server):
     """JupyterLab on 127.0.0.1 with isolated config, settings and workspaces."""
-    base = tmp_path_factory.mktemp("lab")
-    root = base / "notebooks"
-    root.mkdir()
-    shutil.copy(ROOT / "notebooks" / NOTEBOOK, root / NOTEBOOK)
-    config, settings, workspaces = base / "config", base / "settings", base / "workspaces"
-    (config / "labconfig").mkdir(parents=True)
-    (config / "labconfig" / "page_config.json").write_text(
-        json.dumps({"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}})
-    )
-    tracker = settings / "@jupyterlab" / "notebook-extension"
-    tracker.mkdir(parents=True)
-    # render every cell (no windowing), so the whole explorer is in the DOM
-    (tracker / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
-    workspaces.mkdir()
-    port, token = _free_port(), secrets.token_hex(16)
-    env = dict(
-        os.environ,
-        JUPYTER_CONFIG_DIR=str(config),
-        JUPYTERLAB_SETTINGS_DIR=str(settings),
-        JUPYTERLAB_WORKSPACES_DIR=str(workspaces),
-        JUPYTER_RUNTIME_DIR=str(base / "runtime"),
-        HF_HUB_OFFLINE="1",
-        OMP_NUM_THREADS="1",
-    )
-    log = open(base / "server.log", "w")
-    proc = subprocess.Popen(
+    server = jupyter_server("lab")
+    shutil.copy(ROOT / "notebooks" / NOTEBOOK, server.root / NOTEBOOK)
+    server.start(
         [
-            sys.executable,
-            "-m",
             "jupyterlab",
             "--no-browser",
             "--allow-root",
             "--ip=127.0.0.1",
-            f"--port={port}",
-            f"--IdentityProvider.token={token}",
-            f"--ServerApp.root_dir={root}",
+            f"--port={server.port}",
+            f"--IdentityProvider.token={server.token}",
+            f"--ServerApp.root_dir={server.root}",
             "--ServerApp.open_browser=False",
             "--LabApp.news_url=None",
             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+        ]
     )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None:
-                    break
-                time.sleep(0.3)
-        else:
-            pytest.fail("JupyterLab did not start in 60 s")
-        if proc.poll() is not None:
-            pytest.fail(f"JupyterLab exited:\n{(base / 'server.log').read_text()[-3000:]}")
-        yield {"url": url, "token": token, "root": root, "log": base / "server.log"}
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
-
-
-def _only_local(blocked):
-    def route(r):
-        url = r.request.url
-        if url.startswith(("http://127.0.0.1", "ws://127.0.0.1", "file://", "data:", "blob:")):
-            r.continue_()
-        else:
-            blocked.append(url)
-            r.abort()
-
-    return route
+    yield server
+    server.stop()
 
 
 def _shown_tol_ess(page) -> str:
     return page.locator(".essw-shown-tol-ess").first.inner_text()
 
 
-def test_explorer_notebook_in_jupyterlab(lab, browser):
+def test_explorer_notebook_in_jupyterlab(lab, browser, only_local):
     # tall enough for the whole explorer (the notebook scrolls inside its panel)
     context = browser.new_context(viewport={"width": 1700, "height": 2000})
     page = context.new_page()
     blocked, errors, dialogs = [], [], []
-    page.route("**/*", _only_local(blocked))
+    page.route("**/*", only_local(blocked))
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-    page.goto(f"{lab['url']}/lab/tree/{NOTEBOOK}?reset&token={lab['token']}")
+    page.goto(f"{lab.url}/lab/tree/{NOTEBOOK}?reset&token={lab.token}")
     panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
     panel.wait_for(timeout=60_000)
     # a fresh server may ask which kernel to start: take the default (Python 3)
@@ -159,7 +82,7 @@ def test_explorer_notebook_in_jupyterlab(lab, browser):
     except Exception:
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "explorer_failure.png"))
-        print(lab["log"].read_text()[-4000:])
+        print(lab.log.read_text()[-4000:])
         raise
     # charts drawn by vega (svg or canvas) and the token view
     explorer.locator(".essw-token").first.wait_for(timeout=60_000)
@@ -218,7 +141,7 @@ def test_explorer_notebook_in_jupyterlab(lab, browser):
     context.close()
 
 
-def test_export_html_offline(browser, tmp_path):
+def test_export_html_offline(browser, only_local, tmp_path):
     from ess_widgets.app import show_operator
 
     L = 24
@@ -230,7 +153,7 @@ def test_export_html_offline(browser, tmp_path):
     context = browser.new_context(viewport={"width": 1300, "height": 900})
     page = context.new_page()
     blocked, errors, dialogs = [], [], []
-    page.route("**/*", _only_local(blocked))
+    page.route("**/*", only_local(blocked))
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
     page.goto(path.as_uri())
