@@ -29,7 +29,7 @@ from .layer_operators import LayerOperators
 from .mamba import MambaAdapter
 from .mamba2 import Mamba2Adapter
 from .memory import check_budget, require
-from .table import COLUMNS, layer_frame, token_dtype
+from .table import join_layers, layer_frame, token_dtype
 from .tokens import Encoded, encode
 
 __all__ = ["ModelHandle", "DEFAULT_TOL"]
@@ -382,17 +382,13 @@ class ModelHandle:
                     frames.append(frame)
                     del ops
                     bar.update(1)
-        table = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-        table = table[list(COLUMNS)]
-        table.attrs.update(
-            {
-                "model": self.name,
-                "tol": float(tol),
-                "relative": bool(relative),
-                "tokens": list(enc.tokens),
-                "token_ids": enc.ids.tolist(),
-                "channel": {kind: ADAPTERS[kind].channel for kind in set(self.layer_kinds)},
-            }
+        table = join_layers(
+            frames,
+            enc,
+            model=self.name,
+            tol=tol,
+            relative=relative,
+            channel={kind: ADAPTERS[kind].channel for kind in set(self.layer_kinds)},
         )
         return table
 

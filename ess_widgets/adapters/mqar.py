@@ -40,7 +40,7 @@ from ..tasks.mqar import FILLER, MQARBatch
 from .handle import DEFAULT_TOL, ModelHandle
 from .layer_operators import LayerOperators
 from .memory import check_budget, require
-from .table import COLUMNS, layer_frame, token_dtype
+from .table import join_layers, layer_frame, token_dtype
 from .tokens import Encoded, encode
 
 __all__ = ["MQARHandle", "format_mqar", "parse_mqar", "mqar_tokens", "load_mqar"]
@@ -421,17 +421,13 @@ class MQARHandle:
         for index in tqdm(indices, desc="ESS by layer", unit="layer", disable=not show):
             lay = self._layer_operators(enc, index, ops[index], budget)
             frames.append(layer_frame(lay, tol=tol, relative=relative, tokens=tokens, **options))
-        table = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-        table = table[list(COLUMNS)]
-        table.attrs.update(
-            {
-                "model": self.name,
-                "tol": float(tol),
-                "relative": bool(relative),
-                "tokens": list(enc.tokens),
-                "token_ids": enc.ids.tolist(),
-                "channel": {KINDS[self.family]: self.channel},
-            }
+        table = join_layers(
+            frames,
+            enc,
+            model=self.name,
+            tol=tol,
+            relative=relative,
+            channel={KINDS[self.family]: self.channel},
         )
         return table
 

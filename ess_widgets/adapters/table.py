@@ -30,7 +30,7 @@ import pandas as pd
 from ..core import entropy_ess, tolerance_ess
 from .layer_operators import LayerOperators
 
-__all__ = ["COLUMNS", "layer_frame", "token_dtype"]
+__all__ = ["COLUMNS", "layer_frame", "token_dtype", "join_layers"]
 
 COLUMNS = (
     "layer",
@@ -108,3 +108,24 @@ def layer_frame(
         },
         columns=list(COLUMNS),
     )
+
+
+def join_layers(frames, enc, *, model: str, tol: float, relative: bool, channel: dict):
+    """Concatenate per-layer frames into the ESS table and record how it was made.
+
+    ``attrs`` holds ``model``, ``tol``, ``relative``, ``tokens``, ``token_ids`` and
+    ``channel`` (what one channel is, per kind).
+    """
+    table = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    table = table[list(COLUMNS)]
+    table.attrs.update(
+        {
+            "model": model,
+            "tol": float(tol),
+            "relative": bool(relative),
+            "tokens": list(enc.tokens),
+            "token_ids": enc.ids.tolist(),
+            "channel": channel,
+        }
+    )
+    return table
