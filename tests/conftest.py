@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -38,22 +39,35 @@ CHROMIUM_ARGS = [
 ]
 
 
-def _browser_unavailable(reason: str):
-    # CI installs Chromium (make test): there a missing browser is a failure, not a skip.
+def _unavailable(reason: str):
+    # CI installs Chromium and the test extra (make test): there a missing tool fails.
     if os.environ.get("CI"):
         pytest.fail(reason)
     pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def require():
+    """`require("voila", "voila>=0.5")`: import a test-extra module, or skip (fail under CI)."""
+
+    def check(module: str, requirement: str) -> None:
+        try:
+            __import__(module)
+        except ImportError:
+            _unavailable(f"{module} is not installed (pip install '{requirement}'; test extra)")
+
+    return check
 
 
 @pytest.fixture(scope="module")
 def browser():
     """A headless Chromium for one test module."""
     if not CHROMIUM.exists():
-        _browser_unavailable(f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
+        _unavailable(f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
     try:
         from playwright import sync_api
     except ImportError:
-        _browser_unavailable("playwright is not installed (pip install -e '.[test]')")
+        _unavailable("playwright is not installed (pip install -e '.[test]')")
     with sync_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield b
@@ -180,12 +194,15 @@ class JupyterServer:
 
 @pytest.fixture(scope="module")
 def jupyter_server(tmp_path_factory):
-    """Factory: `jupyter_server("lab")` -> a JupyterServer with isolated dirs, not yet started.
-    Every server it made is stopped (process group) at the end of the module."""
+    """Factory: `jupyter_server("lab", notebook=path)` -> a JupyterServer with isolated dirs
+    serving a copy of `path`, not yet started. Every server it made is stopped (process group)
+    at the end of the module."""
     servers: list[JupyterServer] = []
 
-    def make(name: str) -> JupyterServer:
+    def make(name: str, notebook: Path | None = None) -> JupyterServer:
         server = JupyterServer(tmp_path_factory.mktemp(name), name)
+        if notebook is not None:  # serve a copy: runs must not write into the repository
+            shutil.copy(notebook, server.root / notebook.name)
         servers.append(server)
         return server
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import pathlib
 import re
-import shutil
 
 import pytest
 import torch
@@ -28,8 +27,7 @@ PlaywrightTimeout = pytest.importorskip("playwright.sync_api").TimeoutError
 @pytest.fixture(scope="module")
 def lab(jupyter_server):
     """JupyterLab on 127.0.0.1 with isolated config, settings and workspaces."""
-    server = jupyter_server("lab")
-    shutil.copy(ROOT / "notebooks" / NOTEBOOK, server.root / NOTEBOOK)
+    server = jupyter_server("lab", notebook=ROOT / "notebooks" / NOTEBOOK)
     server.start(
         [
             "jupyterlab",

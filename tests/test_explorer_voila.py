@@ -12,10 +12,8 @@ dir; every request that does not go to 127.0.0.1 is blocked.
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import re
-import shutil
 import time
 import urllib.request
 
@@ -107,21 +105,10 @@ def _wait_kernel_connected(page, server, timeout: float = 60) -> None:
     )
 
 
-def _require(module: str, requirement: str) -> None:
-    try:
-        __import__(module)
-    except ImportError:
-        reason = f"{module} is not installed (pip install '{requirement}'; in the test extra)"
-        if os.environ.get("CI"):  # CI installs the test extra: missing is a failure there
-            pytest.fail(reason)
-        pytest.skip(reason)
-
-
 @pytest.fixture
-def voila(jupyter_server):
-    _require("voila", "voila>=0.5")
-    server = jupyter_server("voila")
-    shutil.copy(ROOT / "notebooks" / NOTEBOOK, server.root / NOTEBOOK)
+def voila(jupyter_server, require):
+    require("voila", "voila>=0.5")
+    server = jupyter_server("voila", notebook=ROOT / "notebooks" / NOTEBOOK)
     server.start(
         [
             "voila",
@@ -139,10 +126,9 @@ def voila(jupyter_server):
 
 
 @pytest.fixture
-def notebook7(jupyter_server):
-    _require("notebook", "notebook>=7")
-    server = jupyter_server("notebook7")
-    shutil.copy(ROOT / "notebooks" / NOTEBOOK, server.root / NOTEBOOK)
+def notebook7(jupyter_server, require):
+    require("notebook", "notebook>=7")
+    server = jupyter_server("notebook7", notebook=ROOT / "notebooks" / NOTEBOOK)
     server.start(
         [
             "notebook",
