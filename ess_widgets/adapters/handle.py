@@ -342,9 +342,9 @@ class ModelHandle:
             Bytes allowed (the handle's budget by default). Layers are recorded in
             as few forward passes as the budget allows.
         device : str or torch.device, optional
-            Where the spectra are computed: CUDA when available by default (the
-            core's choice). On a GPU, short attention inputs (L of a few hundred)
-            can be faster with ``device="cpu"``: each split is a small SVD.
+            Where the spectra are computed; by default the core's choice: SSM
+            recurrences on CUDA when available, dense attention maps on the CPU
+            (one small solve per split is faster there).
         dtype : torch.dtype, optional
             Working precision of the spectra, float64 by default.
 
@@ -355,7 +355,7 @@ class ModelHandle:
             split, token, tolerance_ess, entropy_ess, bound, tss`` (see
             ``ess_widgets.adapters.table``). ``attrs`` holds ``model``, ``tol``,
             ``relative``, ``tokens``, ``token_ids`` and ``channel`` (what a channel
-            is, per kind). Spectra run on CUDA when available.
+            is, per kind). Spectra: see ``device``.
 
         Examples
         --------
