@@ -15,6 +15,8 @@ __version__ = "0.1.0"
 
 # The app pulls in ipywidgets and altair: import it on first use only.
 _APP = ("Explorer", "show_operator", "show_attention")
+# Corpus sweeps need pyarrow (an extra): imported on first use too.
+_CORPUS = ("sweep", "read_sweep")
 
 
 def __getattr__(name):
@@ -22,6 +24,10 @@ def __getattr__(name):
         from . import app
 
         return getattr(app, name)
+    if name in _CORPUS:
+        from . import corpus
+
+        return getattr(corpus, name)
     raise AttributeError(f"module 'ess_widgets' has no attribute {name!r}")
 
 
@@ -41,4 +47,6 @@ __all__ = [
     "Explorer",
     "show_operator",
     "show_attention",
+    "sweep",
+    "read_sweep",
 ]
