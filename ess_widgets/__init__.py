@@ -28,6 +28,10 @@ def __getattr__(name):
         from . import corpus
 
         return getattr(corpus, name)
+    if name == "CorpusExplorer":
+        from .app.corpus_explorer import CorpusExplorer
+
+        return CorpusExplorer
     raise AttributeError(f"module 'ess_widgets' has no attribute {name!r}")
 
 
@@ -49,4 +53,5 @@ __all__ = [
     "show_attention",
     "sweep",
     "read_sweep",
+    "CorpusExplorer",
 ]

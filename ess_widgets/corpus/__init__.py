@@ -22,6 +22,7 @@ from .summaries import (
     around_token_class,
     head_distributions,
     head_means,
+    head_texts,
     token_class_ess,
     token_classes,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "token_class_ess",
     "around_token_class",
     "head_distributions",
+    "head_texts",
     "token_classes",
     "TOKEN_CLASSES",
 ]

@@ -168,7 +168,7 @@ def run_ray(
             },
             batch_size=1,
             batch_format="numpy",
-            concurrency=size,
+            compute=ray.data.ActorPoolStrategy(size=size),
             num_cpus=num_cpus,
             num_gpus=num_gpus,
         )

@@ -20,6 +20,7 @@ the paper reports ESS dips ("state modulation").
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -186,8 +187,10 @@ def bootstrap_means(per_text: np.ndarray, *, n_boot: int, ci: float, seed) -> tu
     with np.errstate(invalid="ignore", divide="ignore"):
         boot = (filled @ counts.T) / (present.astype(np.float64) @ counts.T)  # (R, n_boot)
     alpha = (1.0 - ci) / 2
-    low = np.nanquantile(boot, alpha, axis=1) if n_boot else mean
-    high = np.nanquantile(boot, 1 - alpha, axis=1) if n_boot else mean
+    with warnings.catch_warnings():  # a row without any text has no interval: NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        low = np.nanquantile(boot, alpha, axis=1)
+        high = np.nanquantile(boot, 1 - alpha, axis=1)
     return mean, low, high
 
 
