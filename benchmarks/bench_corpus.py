@@ -97,7 +97,14 @@ def main() -> None:
         if args.ray:
             import ray
 
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            for attempt in range(3):  # a loaded machine can miss Ray's 30 s start-up wait
+                try:
+                    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+                    break
+                except Exception:
+                    ray.shutdown()
+                    if attempt == 2:
+                        raise
             try:
                 out = work / "ray"
                 start = time.perf_counter()
