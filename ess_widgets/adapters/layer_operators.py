@@ -97,6 +97,12 @@ def _channel_index(channels, C: int) -> torch.Tensor:
         if not -C <= channels < C:
             raise IndexError(f"`channels` = {channels} is out of range for {C} channels.")
         return every[[channels]]
+    if (
+        hasattr(channels, "__len__")
+        and not isinstance(channels, (slice, torch.Tensor))
+        and not len(channels)
+    ):
+        raise ValueError(f"`channels` = {channels!r} selects none of the {C} channels.")
     try:
         index = every[channels if isinstance(channels, slice) else torch.as_tensor(channels)]
     except (IndexError, TypeError, ValueError, RuntimeError) as err:
