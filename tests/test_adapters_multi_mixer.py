@@ -224,3 +224,13 @@ def test_table_rows_layers_and_mixers(family_model):
     for (layer, mixer), rows in table.groupby(["layer", "mixer"], observed=True):
         assert len(rows) == handle.num_channels(layer, mixer) * 15
         assert set(rows["kind"]) == {"ssd" if mixer == "ssm" else "softmax_attention"}
+
+
+def test_a_mixer_that_bypasses_the_scan_fails_clearly(monkeypatch):
+    # e.g. a fused CUDA kernel path that never calls the module-level scan function
+    model = tiny_model("nemotron_h")
+    handle = adapters.load(model)
+    mixer = handle.mixer_layer(0).module
+    monkeypatch.setattr(mixer, "forward", lambda hidden_states, *a, **k: hidden_states * 0)
+    with pytest.raises(RuntimeError, match="recorded nothing"):
+        handle.operators(token_ids(8), 0)
