@@ -69,18 +69,16 @@ def _broadcast(*shapes):
 def _infer_transition(a, b, c):
     """``"diagonal"`` or ``"dense"`` from the shapes, when only one reading fits.
 
-    ``a`` can be read both ways only when it ends in ``(L, N, N)`` with ``L == N``.
-    A reading fits when its leading dimensions broadcast with those of ``b`` and
-    ``c`` and are no more than theirs (a transition never adds a batch dimension
-    that neither input vector has). Both fitting is ambiguous: a ValueError.
+    A reading fits when ``a`` ends in ``(L, N)`` (diagonal) or ``(L, N, N)``
+    (dense) and its leading dimensions broadcast with those of ``b`` and ``c``.
+    Both can fit only when ``L == N`` (and ``a.shape[-3] == L``); then this never
+    guesses: a ValueError asks for ``transition=``.
     """
     L, N = b.shape[-2:]
-    bc = max(b.ndim, c.ndim) - 2
     fits = []
     for kind, tail in (("diagonal", 2), ("dense", 3)):
         ends = a.ndim >= tail and tuple(a.shape[-tail:]) == ((L, N) if tail == 2 else (L, N, N))
-        lead = _lead(a, tail) if ends else None
-        if ends and len(lead) <= bc and _broadcast(lead, _lead(b, 2), _lead(c, 2)) is not None:
+        if ends and _broadcast(_lead(a, tail), _lead(b, 2), _lead(c, 2)) is not None:
             fits.append(kind)
     if len(fits) == 1:
         return fits[0]
@@ -229,11 +227,12 @@ def recurrence_spectra(
         the same split's row of the full result bit for bit (on the CPU).
     transition : {None, "diagonal", "dense"}, optional
         How to read a tensor ``a``. ``None`` infers it from the shapes when only
-        one reading fits: ``a`` can be read both ways only when it ends in
-        ``(L, N, N)`` with ``L == N``; a reading whose leading dimensions would
-        exceed those of ``b`` and ``c`` does not fit. When both fit (for example a
-        dense ``A`` of shape ``(L, N, N)`` shared by ``b``, ``c`` of shape
-        ``(C, L, N)`` with ``C == L == N``), a ValueError asks for this keyword.
+        one reading fits (``a`` ends in ``(L, N)`` or ``(L, N, N)`` and its leading
+        dimensions broadcast with those of ``b`` and ``c``). Both can fit only when
+        ``L == N`` and ``a.shape[-3] == L`` (for example a dense ``A`` of shape
+        ``(L, N, N)`` shared by ``b``, ``c`` of shape ``(C, L, N)`` with
+        ``C == L == N``, or ``C == 1``); then a ValueError asks for this keyword.
+        Code that builds recurrences should always pass it.
     dtype : torch.dtype, optional
         Working precision; float64 by default.
     device : str or torch.device, optional
