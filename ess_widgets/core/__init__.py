@@ -3,7 +3,14 @@
 No torch.nn, no widgets: plain functions on tensors.
 """
 
-from .measures import entropy_ess, ess_bound, tolerance_ess
+from .measures import (
+    DEFAULT_TOL,
+    entropy_ess,
+    ess_bound,
+    tolerance_ess,
+    tolerance_mask,
+    tolerance_threshold,
+)
 from .recurrence import recurrence_operator, recurrence_spectra
 from .spectra import spectra, spectra_ref
 
@@ -13,6 +20,9 @@ __all__ = [
     "recurrence_spectra",
     "recurrence_operator",
     "tolerance_ess",
+    "tolerance_threshold",
+    "tolerance_mask",
+    "DEFAULT_TOL",
     "entropy_ess",
     "ess_bound",
 ]
