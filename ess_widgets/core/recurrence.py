@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 
 from ._compute import resolve_device, resolve_dtype, split_workers
-from ._validation import as_tensor, check_finite
+from ._validation import as_tensor, check_dense_size, check_finite
 
 __all__ = ["recurrence_spectra", "recurrence_operator"]
 
@@ -208,6 +208,7 @@ def recurrence_operator(a, b, c, *, dtype=None, device=None) -> torch.Tensor:
     torch.Tensor, shape (..., L, L)
     """
     a, b, c, diagonal, batch = _check_recurrence(a, b, c)
+    check_dense_size(batch, b.shape[-2], resolve_dtype(dtype), "recurrence_operator")
     dev = b.device if device is None else torch.device(device)
     a, b, c = _flatten(a, b, c, diagonal, batch, resolve_dtype(dtype), dev)
     B, L, N = b.shape
