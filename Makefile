@@ -51,10 +51,12 @@ bench: install
 # Mutation testing of ess_widgets/core and ess_widgets/operators (mutmut; config in
 # pyproject.toml [tool.mutmut]). CPU heavy, not part of CI: see docs/mutation.md.
 # MUTANTS="ess_widgets.core.*" narrows the run (default: both packages).
+# One OpenMP thread: mutants run in processes forked after torch is imported, where a
+# second OpenMP pool deadlocks (every mutant then times out).
 MUTANTS ?=
 mutation: install
 	$(PY) -m pip install --quiet -e ".[mutation]"
-	cd $(CURDIR) && env -u PYTHONPATH $(PY) -m mutmut run --max-children $${MUTATION_JOBS:-2} $(MUTANTS)
+	cd $(CURDIR) && env -u PYTHONPATH OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m mutmut run --max-children $${MUTATION_JOBS:-2} $(MUTANTS)
 	$(PY) -m mutmut results
 
 clean:

@@ -69,8 +69,8 @@ def tolerance_threshold(spectra, tol, *, relative=False):
     --------
     >>> import numpy as np
     >>> from ess_widgets.core import tolerance_threshold
-    >>> tolerance_threshold(np.array([[3.0, 1.0], [0.5, 2.0]]), 0.1, relative=True).tolist()
-    [0.30000000000000004, 0.2]
+    >>> tolerance_threshold(np.array([[4.0, 1.0], [0.5, 2.0]]), 0.25, relative=True).tolist()
+    [1.0, 0.5]
     """
     return _threshold(*_checked(spectra, tol, relative))
 
