@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from ..core import DEFAULT_TOL
 from ..operators.base import CausalOperator
 from . import estimate as _estimate
 from .base import Footprint
@@ -37,11 +38,6 @@ from .layer_operators import LayerOperators, check_relative, check_splits
 from .memory import check_budget, require
 from .table import join_layers, layer_frame, token_dtype
 from .tokens import Encoded, encode, token_strings
-
-try:  # core-hard moves the default tolerance into the core
-    from ..core import DEFAULT_TOL
-except ImportError:  # pragma: no cover - until that lands
-    DEFAULT_TOL = 1e-3
 
 __all__ = [
     "OperatorHandle",
