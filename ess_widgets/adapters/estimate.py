@@ -5,7 +5,8 @@ Cost model, per channel (one operator), with ``S`` splits:
 - dense path (attention maps): one factorization of the block ``T[i:, :i]`` per split
   ``i``: ``units = sum over splits of min(i, L-i)^2 * max(i, L-i)``;
 - recurrence path (SSMs, state size ``N``): ``units = L N^2`` to accumulate the
-  Gramians and ``N^3`` per split for their eigenvalues.
+  Gramians (``L N^3`` for a dense ``A``, about ``2 L N^2`` for a delta rule) and
+  ``N^3`` per split for their eigenvalues.
 
 Seconds are ``units`` times the seconds per unit of the path, measured once per process
 by timing the core's own ``spectra`` and ``recurrence_spectra`` on a small random
@@ -37,9 +38,11 @@ def dense_units(L: int, splits) -> float:
     return total
 
 
-def recurrence_units(L: int, N: int, num_splits: int) -> float:
-    """``L N^2 + len(splits) N^3``, per channel."""
-    return float(L) * N * N + float(num_splits) * N**3
+def recurrence_units(L: int, N: int, num_splits: int, transition: str = "diagonal") -> float:
+    """``L N^2 + len(splits) N^3`` per channel (diagonal ``A``); a dense ``A`` costs
+    ``L N^3`` to accumulate, a delta rule (rank-one updates) about ``2 L N^2``."""
+    step = {"diagonal": N * N, "delta": 2 * N * N, "dense": N**3}.get(transition, N**3)
+    return float(L) * step + float(num_splits) * N**3
 
 
 def _best_time(run, repeats: int = 3) -> float:
@@ -81,11 +84,13 @@ def calibrate(path: str = "dense") -> float:
     return _SPEED[path]
 
 
-def seconds(L: int, splits, channels: int, state_size: int | None) -> float:
+def seconds(
+    L: int, splits, channels: int, state_size: int | None, transition: str = "diagonal"
+) -> float:
     """Estimated seconds of the spectra of one mixer (``channels`` operators)."""
     if state_size is None:
         return channels * dense_units(L, splits) * calibrate("dense")
-    units = recurrence_units(L, int(state_size), len(splits))
+    units = recurrence_units(L, int(state_size), len(splits), transition)
     return channels * units * calibrate("recurrence")
 
 
