@@ -239,4 +239,3 @@ def test_calibration_fit_recovers_known_costs():
     # noise that would make a term negative puts the larger time in the other term
     assert estimate_module._fit([(10, 1e6, 1.0), (20, 4e6, 1.0)]) == (1.0 / 20, 0.0)
     assert estimate_module._fit([(10, 1e6, 1.0), (40, 2e6, 1.0)]) == (0.0, 1.0 / 2e6)
-
