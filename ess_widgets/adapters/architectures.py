@@ -36,6 +36,12 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "jamba": ("Jamba", "hybrid"),
     "bamba": ("Bamba", "hybrid"),
     "granitemoehybrid": ("GraniteMoeHybrid", "hybrid"),
+    "recurrent_gemma": ("RecurrentGemma", "hybrid"),
+    "lfm2": ("LFM2", "hybrid"),
+    "lfm3": ("LFM3", "hybrid"),
+    "minimax": ("MiniMax", "hybrid"),
+    "rwkv": ("RWKV", "wkv"),
+    "xlstm": ("xLSTM", "mlstm"),
 }
 
 # SSM mixer classes (by name) -> kind; each calls a module-level scan function.
@@ -46,6 +52,14 @@ _SSM_MIXERS = {
     "Mamba2Mixer": "mamba2",
     "BambaMixer": "mamba2",
     "GraniteMoeHybridMambaLayer": "mamba2",
+    # Recurrent mixers (adapters/rwkv.py, rglru.py, short_conv.py, lightning.py,
+    # mlstm.py): the module whose forward the capture hooks.
+    "RwkvSelfAttention": "wkv",
+    "RecurrentGemmaRglru": "rg_lru",
+    "Lfm2ShortConv": "short_conv",
+    "Lfm3ShortConv": "short_conv",
+    "MiniMaxLightningAttention": "lightning",
+    "xLSTMBackend": "mlstm",
 }
 
 
@@ -85,7 +99,7 @@ def supported_families() -> dict[str, list[str]]:
     >>> supported_families()["mamba"]
     ['Mamba', 'FalconMamba']
     >>> supported_families()["hybrid"]
-    ['Jamba', 'Bamba', 'GraniteMoeHybrid']
+    ['Jamba', 'Bamba', 'GraniteMoeHybrid', 'RecurrentGemma', 'LFM2', 'LFM3', 'MiniMax']
     """
     out: dict[str, list[str]] = {}
     for family, kind in FAMILIES.values():
@@ -98,7 +112,9 @@ def _families_text() -> str:
         "attention": "softmax attention",
         "mamba": "selective SSM",
         "mamba2": "SSD",
-        "hybrid": "hybrids of these",
+        "hybrid": "hybrids of these and of the recurrent mixers",
+        "wkv": "RWKV-4 WKV",
+        "mlstm": "mLSTM",
     }
     return "; ".join(
         f"{labels[kind]}: {', '.join(names)}" for kind, names in supported_families().items()
@@ -178,7 +194,8 @@ def _window(module: nn.Module, config, index: int) -> int | None:
             and layer_types[index] == "sliding_attention"
         )
         window = getattr(config, "sliding_window", None)
-        if not sliding and config.model_type != "mistral":
+        # Mistral and MiniMax apply config.sliding_window to every attention layer.
+        if not sliding and config.model_type not in ("mistral", "minimax"):
             window = None
     return int(window) if window else None
 
@@ -210,10 +227,12 @@ def find_layers(model: nn.Module) -> list[MixerLayer]:
         attention = {id(m) for m in _attention_modules(model)}
     found = []  # (module, kind) in forward order
     for module in model.modules():
-        if id(module) in attention:
-            found.append((module, "attention"))
-        elif kind != "attention" and type(module).__name__ in _SSM_MIXERS:
+        # Recurrent mixers first: MiniMax lists its lightning attention among the
+        # modules that record "attentions", but it returns a KV state, not maps.
+        if kind != "attention" and type(module).__name__ in _SSM_MIXERS:
             found.append((module, _SSM_MIXERS[type(module).__name__]))
+        elif id(module) in attention:
+            found.append((module, "attention"))
     expected = num_layers_of(config)
     if not found or (expected is not None and len(found) != expected):
         raise ValueError(

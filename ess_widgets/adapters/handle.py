@@ -26,9 +26,14 @@ from .architectures import (
 from .attention import AttentionAdapter
 from .base import MixerAdapter
 from .layer_operators import LayerOperators
+from .lightning import LightningAdapter
 from .mamba import MambaAdapter
 from .mamba2 import Mamba2Adapter
 from .memory import check_budget, require
+from .mlstm import MLSTMAdapter
+from .rglru import RGLRUAdapter
+from .rwkv import RwkvAdapter
+from .short_conv import ShortConvAdapter
 from .table import join_layers, layer_frame, token_dtype
 from .tokens import Encoded, encode
 
@@ -37,7 +42,17 @@ __all__ = ["ModelHandle", "DEFAULT_TOL"]
 DEFAULT_TOL = 1e-3
 
 ADAPTERS: dict[str, MixerAdapter] = {
-    a.kind: a for a in (AttentionAdapter(), MambaAdapter(), Mamba2Adapter())
+    a.kind: a
+    for a in (
+        AttentionAdapter(),
+        MambaAdapter(),
+        Mamba2Adapter(),
+        RwkvAdapter(),
+        RGLRUAdapter(),
+        ShortConvAdapter(),
+        LightningAdapter(),
+        MLSTMAdapter(),
+    )
 }
 
 

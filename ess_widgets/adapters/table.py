@@ -54,6 +54,11 @@ KIND_DTYPE = pd.CategoricalDtype(
         "gated_linear_attention",
         "softmax_attention",
         "selective_ssm",
+        "wkv",
+        "rg_lru",
+        "short_conv",
+        "lightning",
+        "mlstm",
     ]
 )
 
