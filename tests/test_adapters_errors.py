@@ -199,7 +199,16 @@ def test_supported_families():
         "Gemma",
     ]
     assert families["mamba"] == ["Mamba", "FalconMamba"] and families["mamba2"] == ["Mamba2"]
-    assert families["hybrid"] == ["Jamba", "Bamba", "GraniteMoeHybrid"]
+    assert families["hybrid"] == [
+        "Jamba",
+        "Bamba",
+        "GraniteMoeHybrid",
+        "RecurrentGemma",
+        "LFM2",
+        "LFM3",
+        "MiniMax",
+    ]
+    assert families["wkv"] == ["RWKV"] and families["mlstm"] == ["xLSTM"]
 
 
 def test_local_folder_round_trip(tmp_path):
