@@ -96,18 +96,27 @@ CONFIGS = {
         chunk_size=8,  # L = 20: two chunks by the chunkwise kernel, 4 steps by the loop
     ),
 }
-KINDS = {
+# Per block: its mixer's name (the table's `mixer` column) and operator family (`kind`).
+MIXERS = {
     "rwkv": ["wkv", "wkv"],
     "recurrent_gemma": ["rg_lru", "rg_lru", "attention"],
-    "lfm2": ["short_conv", "attention", "short_conv"],
-    "lfm3": ["short_conv", "attention", "short_conv", "attention"],
-    "minimax": ["lightning", "attention", "lightning"],
+    "lfm2": ["conv", "attention", "conv"],
+    "lfm3": ["conv", "attention", "conv", "attention"],
+    "minimax": ["linear_attention", "attention", "linear_attention"],
     "xlstm": ["mlstm", "mlstm"],
 }
+KIND = {
+    "wkv": "wkv4",
+    "rg_lru": "rg_lru",
+    "conv": "gated_short_convolution",
+    "linear_attention": "weighted_linear_attention",
+    "mlstm": "mlstm",
+    "attention": "softmax_attention",
+}
 WINDOWS = {("recurrent_gemma", 2): 6, ("lfm3", 1): 5, ("minimax", 1): 7}
-TSS = {"wkv": 1, "rg_lru": 1, "short_conv": None, "lightning": 8, "mlstm": 4}
-RECURRENT = [(f, i) for f, kinds in KINDS.items() for i, k in enumerate(kinds) if k != "attention"]
-ATTENTION = [(f, i) for f, kinds in KINDS.items() for i, k in enumerate(kinds) if k == "attention"]
+TSS = {"wkv": 1, "rg_lru": 1, "conv": None, "linear_attention": 8, "mlstm": 4}
+RECURRENT = [(f, i) for f, names in MIXERS.items() for i, m in enumerate(names) if m != "attention"]
+ATTENTION = [(f, i) for f, names in MIXERS.items() for i, m in enumerate(names) if m == "attention"]
 
 
 def tiny_model(family: str, dtype=F64):
@@ -214,18 +223,22 @@ def own_mixer(model, family: str, layer: int, ids, monkeypatch):
     return seen["u"].to(F64), seen["y"].to(F64)
 
 
-def apply(T, u, channel: str):
+def apply(T, u, channel_label: str):
     """``T u`` per channel (``(C, L, L)`` on ``(L, C)``) or per head (on ``(H, L, d_v)``)."""
-    if channel == "channel":
+    if channel_label == "channel":
         return (T @ u.mT[..., None]).squeeze(-1).mT
     return T @ u
 
 
-@pytest.mark.parametrize("family", sorted(KINDS))
-def test_layer_kinds_follow_the_config(family):
+@pytest.mark.parametrize("family", sorted(MIXERS))
+def test_blocks_and_mixers_follow_the_config(family):
     handle = adapters.load(model_of(family))
-    assert handle.layer_kinds == KINDS[family]
-    assert any(handle.family in names for names in adapters.supported_families().values())
+    assert handle.layer_kinds == MIXERS[family]  # one mixer per block
+    assert handle.num_layers == len(MIXERS[family]) and handle.mlp_only_layers == []
+    for layer, name in enumerate(MIXERS[family]):
+        assert handle.mixers(layer) == [name]
+    group = "recurrent" if family in ("rwkv", "xlstm") else "hybrid"
+    assert handle.family in adapters.supported_families()[group]
 
 
 @pytest.mark.parametrize(("family", "layer"), RECURRENT)
@@ -235,14 +248,14 @@ def test_operator_times_input_is_the_mixers_own_output(family, layer, monkeypatc
     u, y = own_mixer(model, family, layer, ids, monkeypatch)
     monkeypatch.undo()
     ops = adapters.load(model).operators(ids, layer)
-    assert ops.kind == KINDS[family][layer]
+    assert ops.mixer == MIXERS[family][layer] and ops.kind == KIND[ops.mixer]
     T = ops.dense()
     assert T.dtype == F64 and T.shape == (ops.num_channels, L, L)
     assert float(torch.triu(T, 1).abs().max()) == 0.0  # causal
-    assert relative_error(apply(T, u, ops.channel), y) <= 1e-6
+    assert relative_error(apply(T, u, ops.channel_label), y) <= 1e-6
     # Not a trivial match: the past carries real weight (the diagonal alone is far off).
     diagonal = torch.diag_embed(T.diagonal(dim1=-2, dim2=-1))
-    assert relative_error(apply(diagonal, u, ops.channel), y) > 1e-2
+    assert relative_error(apply(diagonal, u, ops.channel_label), y) > 1e-2
 
 
 @pytest.mark.parametrize(("family", "layer"), RECURRENT)
@@ -274,7 +287,7 @@ def test_attention_layers_are_the_models_own_maps_with_their_window(family, laye
         model(ids[None], use_cache=False, output_attentions=True)
     handle_.remove()
     ops = adapters.load(model).operators(ids, layer)
-    assert ops.kind == "attention"
+    assert ops.mixer == "attention" and ops.kind == "softmax_attention"
     torch.testing.assert_close(ops.dense(), seen["maps"], rtol=0, atol=1e-12)
     split = torch.arange(1, L)
     w = WINDOWS.get((family, layer))
@@ -295,23 +308,24 @@ def test_minimax_lightning_state_is_never_read_as_attention():
     # ... the handle reads them as lightning attention, with their own operator.
     handle = adapters.load(model)
     ops = handle.operators(token_ids(), 0)
-    assert ops.kind == "lightning" and ops.operator.kind == "weighted_linear_attention"
+    assert ops.mixer == "linear_attention" and ops.kind == "weighted_linear_attention"
     assert ops.dense().shape == (2, L, L)
 
 
-@pytest.mark.parametrize("family", sorted(KINDS))
+@pytest.mark.parametrize("family", sorted(MIXERS))
 def test_ess_table_rows_respect_bound_and_tss(family):
     handle = adapters.load(model_of(family))
     table = handle.ess_table(token_ids(), tol=1e-6, relative=True, progress=False)
-    kinds = KINDS[family]
-    assert sorted(table["layer"].unique()) == list(range(len(kinds)))
-    for layer, kind in enumerate(kinds):
+    names = MIXERS[family]
+    assert sorted(table["layer"].unique()) == list(range(len(names)))
+    for layer, name in enumerate(names):
         rows = table[table["layer"] == layer]
-        assert set(rows["kind"]) == {kind}
+        assert set(rows["mixer"]) == {name} and set(rows["kind"]) == {KIND[name]}
         assert len(rows) == handle.num_channels(layer) * (L - 1)
-        if kind != "attention" and TSS[kind] is not None:
-            assert (rows["tss"] == TSS[kind]).all()
-    conv = table[table["kind"] == "short_conv"]
+        assert sorted(rows["channel"].unique()) == list(range(handle.num_channels(layer)))
+        if name != "attention" and TSS[name] is not None:
+            assert (rows["tss"] == TSS[name]).all()
+    conv = table[table["mixer"] == "conv"]
     if len(conv):
         K = model_of(family).config.conv_L_cache
         assert (conv["tss"] == K - 1).all()

@@ -31,7 +31,7 @@ import torch
 from ..operators.base import CausalOperator
 from ..operators.mlstm import mlstm, mlstm_ref
 from ._recompute import check_recomputed
-from .architectures import MixerLayer
+from .architectures import MixerLayer, register_adapter, register_family
 from .base import Footprint, MixerAdapter
 
 __all__ = ["MLSTMAdapter"]
@@ -52,8 +52,13 @@ def _dims(layer: MixerLayer) -> tuple[int, int, int]:
 class MLSTMAdapter(MixerAdapter):
     """Per-head mLSTM operators ``(H, L, L)``, TSS the query/key head dimension."""
 
+    name = "mlstm"
+    mixer = "mlstm"
     kind = "mlstm"
-    channel = "head"
+    channel_label = "head"
+
+    def state_size(self, layer: MixerLayer, config) -> int:
+        return _dims(layer)[1]
 
     def num_channels(self, layer: MixerLayer, config) -> int:
         return _dims(layer)[0]
@@ -87,7 +92,7 @@ class MLSTMAdapter(MixerAdapter):
                     q.to(f64), k.to(f64), v.to(f64), igate.to(f64), fgate.to(f64), eps=eps
                 )
                 check_recomputed("mLSTM", layer.index, recomputed, h.detach()[0])
-                store[layer.index] = {
+                store[layer.key] = {
                     "q": q,  # (H, L, d_qk)
                     "k": k,  # (H, L, d_qk)
                     "v": v,  # (H, L, d_v): the operator's input
@@ -127,3 +132,7 @@ class MLSTMAdapter(MixerAdapter):
             # weights, q k^T and T: (H, L, L) each.
             dense=3 * 8 * H * L * L,
         )
+
+
+register_adapter(MLSTMAdapter(), classes=("xLSTMBackend",))
+register_family("xlstm", "xLSTM", "recurrent")

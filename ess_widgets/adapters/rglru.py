@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from ..operators.base import CausalOperator
 from ..operators.rglru import rg_lru, rg_lru_ref
 from ._recompute import check_recomputed
-from .architectures import MixerLayer
+from .architectures import MixerLayer, register_adapter, register_family
 from .base import Footprint, MixerAdapter
 
 __all__ = ["RGLRUAdapter"]
@@ -58,8 +58,13 @@ def gates(module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 class RGLRUAdapter(MixerAdapter):
     """Per-channel RG-LRU operators ``(D, L, L)``, TSS 1."""
 
+    name = "rg_lru"
+    mixer = "rg_lru"
     kind = "rg_lru"
-    channel = "channel"
+    channel_label = "channel"
+
+    def state_size(self, layer: MixerLayer, config) -> int:
+        return 1
 
     def num_channels(self, layer: MixerLayer, config) -> int:
         return int(layer.module.recurrent_param.shape[0])
@@ -81,7 +86,7 @@ class RGLRUAdapter(MixerAdapter):
                 log_a, input_gate = gates(module, x[0])
                 h = rg_lru_ref(x[0].to(torch.float64), log_a, input_gate)
                 check_recomputed("RG-LRU", layer.index, h, output[0])
-                store[layer.index] = {
+                store[layer.key] = {
                     "x": x[0],  # (L, D): the operator's input
                     "log_a": log_a,  # (L, D), float64
                     "input_gate": input_gate,  # (L, D), float64
@@ -116,3 +121,7 @@ class RGLRUAdapter(MixerAdapter):
             # segment sums, their mask and T: (D, L, L) each.
             dense=3 * 8 * D * L * L,
         )
+
+
+register_adapter(RGLRUAdapter(), classes=("RecurrentGemmaRglru",))
+register_family("recurrent_gemma", "RecurrentGemma", "hybrid")

@@ -25,7 +25,7 @@ import torch
 from ..operators.base import CausalOperator
 from ..operators.wkv import wkv4
 from ._scan import recording_scan
-from .architectures import MixerLayer
+from .architectures import MixerLayer, register_adapter, register_family
 from .base import Footprint, MixerAdapter
 
 __all__ = ["RwkvAdapter"]
@@ -37,8 +37,13 @@ _CHUNK_BYTES = 256 * 2**20  # working memory of recurrence_spectra per chunk
 class RwkvAdapter(MixerAdapter):
     """Per-channel WKV-4 operators ``(D, L, L)``, TSS 1."""
 
-    kind = "wkv"
-    channel = "channel"
+    name = "wkv"
+    mixer = "wkv"
+    kind = "wkv4"
+    channel_label = "channel"
+
+    def state_size(self, layer: MixerLayer, config) -> int:
+        return 2  # the realization's (past numerator, current input); rank <= 1
 
     def num_channels(self, layer: MixerLayer, config) -> int:
         return int(layer.module.attention_hidden_size)
@@ -50,7 +55,7 @@ class RwkvAdapter(MixerAdapter):
                     "RWKV's WKV was called with a state (a cache): run the model with "
                     "use_cache=False on the whole sequence."
                 )
-            store[layer.index] = {
+            store[layer.key] = {
                 "time_decay": args["time_decay"].detach(),  # (D,)
                 "time_first": args["time_first"].detach(),  # (D,)
                 "key": args["key"].detach()[0],  # (L, D)
@@ -85,3 +90,7 @@ class RwkvAdapter(MixerAdapter):
             # logits, their softmax and masks: (D, L, L) each.
             dense=3 * 8 * D * L * L,
         )
+
+
+register_adapter(RwkvAdapter(), classes=("RwkvSelfAttention",))
+register_family("rwkv", "RWKV", "recurrent")

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from ..operators.base import CausalOperator
 from ..operators.short_convolution import gated_short_convolution
 from ._recompute import check_recomputed
-from .architectures import MixerLayer
+from .architectures import MixerLayer, register_adapter, register_family
 from .base import Footprint, MixerAdapter
 
 __all__ = ["ShortConvAdapter"]
@@ -59,8 +59,13 @@ def gated_convolution(B, C, x, h, bias) -> torch.Tensor:
 class ShortConvAdapter(MixerAdapter):
     """Per-channel gated short-convolution operators ``(D, L, L)``, TSS ``K - 1``."""
 
-    kind = "short_conv"
-    channel = "channel"
+    name = "short_conv"
+    mixer = "conv"
+    kind = "gated_short_convolution"
+    channel_label = "channel"
+
+    def state_size(self, layer: MixerLayer, config) -> int:
+        return int(layer.module.conv.weight.shape[-1])  # the shift register: K inputs
 
     def num_channels(self, layer: MixerLayer, config) -> int:
         return int(layer.module.conv.weight.shape[0])
@@ -87,7 +92,7 @@ class ShortConvAdapter(MixerAdapter):
                 check_recomputed(
                     "short convolution", layer.index, gated_convolution(B, C, x, h, bias), y
                 )
-                store[layer.index] = {
+                store[layer.key] = {
                     "x": BCx[:, 2 * D :],  # (L, D): the operator's input
                     "B": B,  # (L, D), float64
                     "C": C,  # (L, D), float64
@@ -128,3 +133,8 @@ class ShortConvAdapter(MixerAdapter):
             # the Toeplitz filters and T: (D, L, L) each.
             dense=2 * 8 * D * L * L,
         )
+
+
+register_adapter(ShortConvAdapter(), classes=("Lfm2ShortConv", "Lfm3ShortConv"))
+register_family("lfm2", "LFM2", "hybrid")
+register_family("lfm3", "LFM3", "hybrid")

@@ -73,19 +73,18 @@ def _check_mlstm(q, k, igate, fgate):
     return q, k, i, f, batch, L
 
 
-def _log_weights(i: torch.Tensor, f: torch.Tensor):
-    """``(..., L, L)`` log-weights ``F_t - F_j + i_j`` (``-inf`` above the diagonal),
-    and the stabilizer ``m_t`` ``(..., L)``."""
-    L = i.shape[-1]
-    log_f = F.logsigmoid(f)
-    cum = torch.cumsum(log_f, dim=-1)  # F_t
-    lower = torch.tril(torch.ones(L, L, dtype=torch.bool, device=i.device))
-    log_w = (cum[..., :, None] - cum[..., None, :] + i[..., None, :]).masked_fill(
-        ~lower, -torch.inf
-    )
-    # The zero initial state counts with log-weight F_t (the model starts from m = 0).
-    m = torch.maximum(log_w.amax(dim=-1), cum)
-    return log_w, m, log_f
+def _stabilizer(i: torch.Tensor, log_f: torch.Tensor) -> torch.Tensor:
+    """The running maximum ``m_t = max(log f_t + m_(t-1), i_t)``, ``m_(-1) = 0``, ``(..., L)``.
+
+    Equal to ``max(F_t, max_{j<=t} (F_t - F_j + i_j))``: the largest log-weight of
+    any input so far, the zero initial state counting with ``F_t``.
+    """
+    m = torch.empty_like(i)
+    prev = torch.zeros_like(i[..., 0])
+    for t in range(i.shape[-1]):
+        prev = torch.maximum(log_f[..., t] + prev, i[..., t])
+        m[..., t] = prev
+    return m
 
 
 def mlstm(q, k, igate, fgate, *, eps=1e-6) -> CausalOperator:
@@ -114,17 +113,28 @@ def mlstm(q, k, igate, fgate, *, eps=1e-6) -> CausalOperator:
     d = q.shape[-1]
     q = q.expand(*batch, L, d) * d**-0.5
     k = k.expand(*batch, L, d)
-    log_w, m, log_f = _log_weights(i.expand(*batch, L), f.expand(*batch, L))
-    weights = torch.exp(log_w - m[..., None])  # stabilized, <= 1
-    n = weights @ k  # n~_t, (..., L, d)
+    i = i.expand(*batch, L)
+    log_f = F.logsigmoid(f.expand(*batch, L))
+    m = _stabilizer(i, log_f)
+    m_prev = torch.cat([torch.zeros_like(m[..., :1]), m[..., :-1]], dim=-1)  # m_(-1) = 0
+    decay = torch.exp(log_f + m_prev - m)  # <= 1: m_t >= log f_t + m_(t-1)
+    b = torch.exp(i - m)[..., None] * k  # e^(i_t - m_t) k_t, i_t <= m_t
+    # n~_t = decay_t n~_(t-1) + b_t, one step at a time: no (L, L) weights.
+    n = torch.empty_like(k)
+    state = torch.zeros_like(k[..., 0, :])
+    for t in range(L):
+        state = decay[..., t, None] * state + b[..., t, :]
+        n[..., t, :] = state
     den = torch.maximum((q * n).sum(-1).abs(), torch.exp(-m)) + eps  # (..., L)
 
     def dense() -> torch.Tensor:
+        cum = torch.cumsum(log_f, dim=-1)  # F_t
+        log_w = cum[..., :, None] - cum[..., None, :] + i[..., None, :] - m[..., :, None]
+        lower = torch.tril(torch.ones(L, L, dtype=torch.bool, device=q.device))
+        weights = torch.exp(log_w.masked_fill(~lower, -torch.inf))  # stabilized, <= 1
         return (q @ k.mT) * weights / den[..., None]
 
-    m_prev = torch.cat([torch.zeros_like(m[..., :1]), m[..., :-1]], dim=-1)  # m_(-1) = 0
-    a = torch.exp(log_f + m_prev - m)[..., None].expand(*batch, L, d)
-    b = torch.exp(i.expand(*batch, L) - m)[..., None] * k
+    a = decay[..., None].expand(*batch, L, d)
     c = q / den[..., None]
     return CausalOperator(
         kind="mlstm",

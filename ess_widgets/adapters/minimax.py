@@ -29,7 +29,7 @@ import torch
 from ..operators.base import CausalOperator
 from ..operators.linear_attention import linear_attention_ref, weighted_linear_attention
 from ._recompute import check_recomputed
-from .architectures import MixerLayer
+from .architectures import MixerLayer, register_adapter, register_family
 from .base import Footprint, MixerAdapter
 
 __all__ = ["LightningAdapter"]
@@ -45,8 +45,13 @@ def _dims(layer: MixerLayer) -> tuple[int, int]:
 class LightningAdapter(MixerAdapter):
     """Per-head lightning-attention operators ``(H, L, L)``, TSS ``head_dim``."""
 
-    kind = "lightning"
-    channel = "head"
+    name = "lightning"
+    mixer = "linear_attention"
+    kind = "weighted_linear_attention"
+    channel_label = "head"
+
+    def state_size(self, layer: MixerLayer, config) -> int:
+        return _dims(layer)[1]
 
     def num_channels(self, layer: MixerLayer, config) -> int:
         return _dims(layer)[0]
@@ -76,7 +81,7 @@ class LightningAdapter(MixerAdapter):
                 check_recomputed(
                     "lightning attention", layer.index, recomputed.transpose(0, 1).reshape(L, -1), y
                 )
-                store[layer.index] = {
+                store[layer.key] = {
                     "q": q,  # (H, L, d), float64
                     "k": k,  # (H, L, d), float64
                     "v": qkv[..., 2 * d :],  # (H, L, d): the operator's input
@@ -113,3 +118,7 @@ class LightningAdapter(MixerAdapter):
             # q k^T, the segment sums, the decay mask and T: (H, L, L) each.
             dense=4 * 8 * H * L * L,
         )
+
+
+register_adapter(LightningAdapter(), classes=("MiniMaxLightningAttention",))
+register_family("minimax", "MiniMax", "hybrid")
