@@ -369,3 +369,12 @@ def test_float32_models_are_read_within_their_precision():
         handle = adapters.load(tiny_model(family, dtype=torch.float32))
         ops = handle.operators(token_ids(), 0)
         assert ops.dense().dtype == F64  # built in float64 from float32 captures
+
+
+def test_xlstm_through_the_external_package_is_refused(monkeypatch):
+    # With the `xlstm` package installed transformers runs other kernels: say so.
+    model = model_of("xlstm")
+    module = sys.modules[type(model).__module__]
+    monkeypatch.setattr(module, "external_xlstm", True)
+    with pytest.raises(RuntimeError, match="external `xlstm` package"):
+        adapters.load(model).operators(token_ids(), 0)
