@@ -243,3 +243,18 @@ def test_lightning_attention_is_weighted_linear_attention_with_decay_exp_minus_s
     torch.testing.assert_close(op.dense() @ v, expected)
     torch.testing.assert_close(expected, linear_attention_ref(q, k, v, torch.exp(-slope)))
     check_structure(op, d)
+
+
+def test_operators_at_two_steps_say_how_to_read_their_transitions():
+    # At L = 2 a (2, 2) state makes diagonal and dense transitions look alike: the
+    # operators name theirs, so the spectra need no guess.
+    k2 = randn(2, 3, seed=1)
+    ops = [
+        wkv4(-torch.ones(3, dtype=F64), torch.zeros(3, dtype=F64), k2),
+        gated_short_convolution(randn(3, 2, seed=2), randn(2, 3, seed=3), randn(2, 3, seed=4)),
+        rg_lru(-torch.ones(2, 3, dtype=F64), torch.ones(2, 3, dtype=F64)),
+        mlstm(randn(3, 2, 2, seed=5), randn(3, 2, 2, seed=6), randn(3, 2), randn(3, 2)),
+    ]
+    for op in ops:
+        assert op.transition in ("dense", "diagonal")
+        torch.testing.assert_close(op.spectra(), spectra(op.dense())[..., : op.spectra().shape[-1]])

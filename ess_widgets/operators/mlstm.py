@@ -138,6 +138,7 @@ def mlstm(q, k, igate, fgate, *, eps=1e-6) -> CausalOperator:
     c = q / den[..., None]
     return CausalOperator(
         kind="mlstm",
+        transition="diagonal",
         length=L,
         tss=full_tss(L, d, q.device),
         recurrence=(a, b, c),

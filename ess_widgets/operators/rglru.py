@@ -95,6 +95,7 @@ def rg_lru(log_a, input_gate) -> CausalOperator:
 
     return CausalOperator(
         kind="rg_lru",
+        transition="diagonal",
         length=L,
         tss=full_tss(L, 1, log_a.device),
         recurrence=(

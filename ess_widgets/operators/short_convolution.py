@@ -103,6 +103,7 @@ def gated_short_convolution(h, B, C) -> CausalOperator:
     c = C_c[..., None] * h[:, None, :m]
     return CausalOperator(
         kind="gated_short_convolution",
+        transition="dense",
         length=L,
         tss=full_tss(L, K - 1, h.device),
         recurrence=(a, b, c),

@@ -138,6 +138,7 @@ def wkv4(log_decay, bonus, k) -> CausalOperator:
     c = torch.stack([torch.exp(log_prev - log_z), torch.exp(u[..., None] + k_c - log_z)], dim=-1)
     return CausalOperator(
         kind="wkv4",
+        transition="dense",
         length=L,
         tss=full_tss(L, 1, k.device),
         recurrence=(a, b, c),
