@@ -378,3 +378,21 @@ def test_xlstm_through_the_external_package_is_refused(monkeypatch):
     monkeypatch.setattr(module, "external_xlstm", True)
     with pytest.raises(RuntimeError, match="external `xlstm` package"):
         adapters.load(model).operators(token_ids(), 0)
+
+
+def test_lfm_convolution_bias_is_an_offset_outside_the_operator(monkeypatch):
+    # With conv_bias=True the mixer is affine: y = T x + C * bias. T is its linear part.
+    torch.manual_seed(0)
+    config = CONFIGS["lfm2"]()
+    config.conv_bias = True
+    model = tf.AutoModelForCausalLM.from_config(config, attn_implementation="eager")
+    model = model.to(F64).eval()
+    with torch.no_grad():
+        model.model.layers[0].conv.conv.bias.normal_()
+    ids = token_ids()
+    u, y = own_mixer(model, "lfm2", 0, ids, monkeypatch)
+    ops = adapters.load(model).operators(ids, 0)
+    offset = ops.record["C"] * ops.record["bias"]  # (L, D)
+    Tu = apply(ops.dense(), u, "channel")
+    assert relative_error(Tu + offset, y) <= 1e-6
+    assert relative_error(Tu, y) > 1e-2  # the offset is really there
