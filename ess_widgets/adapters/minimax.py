@@ -17,7 +17,9 @@ modules that record "attentions": the KV state is no attention map, and
 ``architectures.find_layers`` gives these modules to this adapter, never to the
 attention one. The block loop calls no module-level function, so the adapter hooks
 ``qkv_proj`` (its output) and ``norm`` (its input) and checks ``T v`` against what
-the model produced (``adapters._recompute``).
+the model produced (``adapters._recompute``). The model's per-block decay buffers
+are computed in float32, so even a float64 model agrees with ``exp(-slope_h)`` only to
+about 1e-7 (relative).
 """
 
 from __future__ import annotations
