@@ -19,6 +19,9 @@ on ``xLSTMBackend`` sees ``query``, ``key``, ``value``, ``igate`` and ``fgate``,
 the adapter checks the operator's output against the backend's
 (``adapters._recompute``). With the external ``xlstm`` package installed,
 transformers uses that package's blocks instead, which this adapter does not read.
+The step-by-step kernel keeps its state in ``config.inference_state_dtype`` (float32
+by default), so a float64 model agrees with the operator to about 1e-7 (relative)
+past the last whole chunk.
 """
 
 from __future__ import annotations
