@@ -7,7 +7,9 @@ family names the kind of its sequence mixer:
   (grouped-query attention included: the maps are per query head);
 - ``"mamba"``: selective SSM (S6), one operator per inner channel;
 - ``"mamba2"``: SSD, one operator per head (shared by the head's channels);
-- ``"hybrid"``: a mix of attention layers and Mamba or Mamba2 layers.
+- ``"gated_deltanet"``, ``"kimi_delta_attention"``: the gated delta rule, one
+  operator per value head (``adapters.delta_rule``);
+- ``"hybrid"``: a mix of attention layers and Mamba, Mamba2 or delta-rule layers.
 
 ``find_layers`` returns one ``MixerLayer`` per layer, in layer order, with the
 module whose forward the capture code hooks and the kind of that layer.
@@ -36,6 +38,10 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "jamba": ("Jamba", "hybrid"),
     "bamba": ("Bamba", "hybrid"),
     "granitemoehybrid": ("GraniteMoeHybrid", "hybrid"),
+    "qwen3_next": ("Qwen3-Next", "hybrid"),
+    "olmo_hybrid": ("OLMo Hybrid", "hybrid"),
+    "kimi_linear": ("Kimi Linear", "hybrid"),
+    "bailing_hybrid": ("Ling (bailing_hybrid)", "hybrid"),
 }
 
 # SSM mixer classes (by name) -> kind; each calls a module-level scan function.
@@ -46,6 +52,10 @@ _SSM_MIXERS = {
     "Mamba2Mixer": "mamba2",
     "BambaMixer": "mamba2",
     "GraniteMoeHybridMambaLayer": "mamba2",
+    "Qwen3NextGatedDeltaNet": "gated_deltanet",
+    "OlmoHybridGatedDeltaNet": "gated_deltanet",
+    "KimiLinearDeltaAttention": "kimi_delta_attention",
+    "BailingHybridDeltaAttention": "kimi_delta_attention",
 }
 
 

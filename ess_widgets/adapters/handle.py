@@ -25,6 +25,7 @@ from .architectures import (
 )
 from .attention import AttentionAdapter
 from .base import MixerAdapter
+from .delta_rule import GatedDeltaNetAdapter, KimiDeltaAttentionAdapter
 from .layer_operators import LayerOperators
 from .mamba import MambaAdapter
 from .mamba2 import Mamba2Adapter
@@ -37,7 +38,14 @@ __all__ = ["ModelHandle", "DEFAULT_TOL"]
 DEFAULT_TOL = 1e-3
 
 ADAPTERS: dict[str, MixerAdapter] = {
-    a.kind: a for a in (AttentionAdapter(), MambaAdapter(), Mamba2Adapter())
+    a.kind: a
+    for a in (
+        AttentionAdapter(),
+        MambaAdapter(),
+        Mamba2Adapter(),
+        GatedDeltaNetAdapter(),
+        KimiDeltaAttentionAdapter(),
+    )
 }
 
 

@@ -6,7 +6,8 @@ Columns, in order:
 column     dtype     meaning
 ========== ========= ================================================================
 layer      int32     layer index, 0-based
-kind       category  the layer's mixer: "attention", "mamba", "mamba2"; MQAR models
+kind       category  the layer's mixer: "attention", "mamba", "mamba2",
+                     "gated_deltanet", "kimi_delta_attention"; MQAR models
                      (``adapters.mqar``): their operator family, "linear_attention",
                      "weighted_linear_attention", "gated_linear_attention",
                      "softmax_attention", "selective_ssm"
@@ -54,6 +55,8 @@ KIND_DTYPE = pd.CategoricalDtype(
         "gated_linear_attention",
         "softmax_attention",
         "selective_ssm",
+        "gated_deltanet",
+        "kimi_delta_attention",
     ]
 )
 
