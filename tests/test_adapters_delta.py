@@ -317,3 +317,16 @@ def test_footprint_grows_with_d_k_squared_not_l_times_d_k_squared():
     all_transitions = 32 * 2048 * 128 * 128 * 8
     assert fp.peak < all_transitions / 4
     assert KimiDeltaAttentionAdapter().kind == "kimi_delta_attention"
+
+
+def test_attention_blocks_read_the_models_own_attention_maps(hybrid):
+    # Gated attention (Qwen3-Next), plain (OLMo Hybrid) and MLA (Kimi Linear, Ling):
+    # the maps the model returns under eager attention; TSS is the number of positions.
+    _, model = hybrid
+    ops = adapters.load(model).operators(token_ids(), 1)
+    assert ops.kind == "attention" and ops.num_channels == 4
+    with torch.no_grad():
+        out = model(token_ids()[None], output_attentions=True, use_cache=False)
+    (maps,) = out.attentions  # one attention block
+    torch.testing.assert_close(ops.dense(), maps[0])
+    assert torch.equal(ops.tss, torch.arange(1, L).expand(4, L - 1))
