@@ -87,19 +87,19 @@ CONFIGS = {
         **COMMON, **MLA, num_local_experts=4, n_group=2, topk_group=1, head_dim=8
     ),
 }
-KIND = {
-    "qwen3_next": "gated_deltanet",
-    "olmo_hybrid": "gated_deltanet",
+KIND = {  # operator family (the table's kind column)
+    "qwen3_next": "gated_delta_rule",
+    "olmo_hybrid": "gated_delta_rule",
     "kimi_linear": "kimi_delta_attention",
     "bailing_hybrid": "kimi_delta_attention",
 }
 D_K = 8
 RECURRENT = {
-    "gated_deltanet": "torch_recurrent_gated_delta_rule",
+    "gated_delta_rule": "torch_recurrent_gated_delta_rule",
     "kimi_delta_attention": "recurrent_kimi_delta_attention",
 }
 FUNCTION = {
-    "gated_deltanet": "torch_chunk_gated_delta_rule",
+    "gated_delta_rule": "torch_chunk_gated_delta_rule",
     "kimi_delta_attention": "chunk_kimi_delta_attention",
 }
 
@@ -208,11 +208,13 @@ def hybrid(request):
 
 
 def test_layer_kinds_follow_the_layer_types(hybrid):
-    family, model = hybrid
+    _, model = hybrid
     handle = adapters.load(model)
-    kind = KIND[family]
-    assert handle.layer_kinds == [kind, "attention", kind]
+    assert handle.layer_kinds == ["linear_attention", "attention", "linear_attention"]
+    assert handle.mixers(0) == ["linear_attention"] and handle.mlp_only_layers == []
     assert handle.num_channels(0) == 4 and handle.num_channels(1) == 4
+    assert handle.channel_label(0) == "head"
+    assert handle.family in adapters.supported_families()["hybrid"]
 
 
 @pytest.mark.parametrize("layer", [0, 2])
@@ -223,8 +225,9 @@ def test_dense_times_v_is_the_models_delta_rule_output(hybrid, layer):
     kind = KIND[family]
     with spy_on(model, mixer, FUNCTION[kind]) as seen:
         ops = handle.operators(token_ids(), layer)
-    assert ops.kind == kind and ops.channel == "head" and ops.num_channels == 4
-    assert ops.operator.kind == ("gated_delta_rule" if kind == "gated_deltanet" else kind)
+    assert ops.mixer == "linear_attention" and ops.kind == kind
+    assert ops.channel_label == "head" and ops.num_channels == 4
+    assert ops.operator.kind == kind
     T = ops.dense()
     assert T.shape == (4, L, L) and T.dtype == torch.float64
     v = ops.record["v"]  # (L, H_v, d_v): the values after the short convolution
@@ -261,12 +264,12 @@ def test_capture_reads_whatever_implementation_sits_behind_the_name(family):
 def test_a_cached_call_is_refused():
     model = tiny_model("qwen3_next")
     handle = adapters.load(model)
-    spec = handle._layers[0]
+    spec = handle.mixer_layer(0)
     ids = token_ids()[None]
     store = {}
     with GatedDeltaNetAdapter().recording([spec], store), torch.no_grad():
         out = model(input_ids=ids, use_cache=True)  # fills the cache, no initial state
-        assert store[0]["v"].shape == (L, 4, 6)
+        assert store[spec.key]["v"].shape == (L, 4, 6)
         with pytest.raises(RuntimeError, match="use_cache=False"):
             model(input_ids=ids[:, :1], cache=out.past_key_values, use_cache=True)
 
@@ -288,13 +291,17 @@ def test_ess_table_rows_and_bounds(hybrid):
     table = adapters.load(model).ess_table(token_ids(), tol=1e-6, relative=True, progress=False)
     assert len(table) == 3 * 4 * (L - 1)
     kinds = table.groupby("layer", observed=True)["kind"].unique()
-    assert [list(kinds[i]) for i in range(3)] == [[KIND[family]], ["attention"], [KIND[family]]]
+    expected = [[KIND[family]], ["softmax_attention"], [KIND[family]]]
+    assert [list(kinds[i]) for i in range(3)] == expected
+    mixers = table.groupby("layer", observed=True)["mixer"].unique()
+    names = [list(mixers[i]) for i in range(3)]
+    assert names == [["linear_attention"], ["attention"], ["linear_attention"]]
     assert (table["tolerance_ess"] <= table[["bound", "tss"]].min(axis=1)).all()
     assert (table["entropy_ess"] <= table[["bound", "tss"]].min(axis=1) + 1e-9).all()
     delta = table[table["kind"] == KIND[family]]
     assert (delta["tss"] == D_K).all()
     assert delta["tolerance_ess"].max() == D_K  # the state is used, not collapsed
-    attention = table[table["kind"] == "attention"]
+    attention = table[table["kind"] == "softmax_attention"]
     assert (attention["tss"] == attention["split"]).all()  # cached positions
 
 
@@ -311,7 +318,9 @@ def test_footprint_grows_with_d_k_squared_not_l_times_d_k_squared():
     )
     with torch.device("meta"):
         mixer = tf.models.qwen3_next.modeling_qwen3_next.Qwen3NextGatedDeltaNet(cfg, 0)
-    spec = adapters.architectures.MixerLayer(index=0, kind="gated_deltanet", module=mixer)
+    spec = adapters.architectures.MixerLayer(
+        index=0, mixer="linear_attention", adapter="gated_deltanet", module=mixer
+    )
     fp = GatedDeltaNetAdapter().footprint(spec, cfg, 2048)
     assert fp.peak < 2**30
     all_transitions = 32 * 2048 * 128 * 128 * 8
@@ -324,7 +333,8 @@ def test_attention_blocks_read_the_models_own_attention_maps(hybrid):
     # the maps the model returns under eager attention; TSS is the number of positions.
     _, model = hybrid
     ops = adapters.load(model).operators(token_ids(), 1)
-    assert ops.kind == "attention" and ops.num_channels == 4
+    assert ops.mixer == "attention" and ops.kind == "softmax_attention"
+    assert ops.num_channels == 4
     with torch.no_grad():
         out = model(token_ids()[None], output_attentions=True, use_cache=False)
     (maps,) = out.attentions  # one attention block

@@ -57,7 +57,7 @@ def test_load_by_name_offline_and_listed(handle):
     assert isinstance(handle, MQARHandle) and handle.name == NAME
     model, record = load_mqar_model(NAME, with_record=True)
     assert handle.num_layers == model.cfg.num_layers == 2
-    assert handle.layer_kinds == ["gated_linear_attention"] * 2
+    assert handle.layer_kinds == ["linear_attention"] * 2
     assert handle.num_channels(0) == 1 and handle.num_channels(-1) == 1
     assert handle.record == record
     # the default example is the model's training task, on a fresh seed
@@ -84,8 +84,9 @@ def test_operators_are_the_models_own(family):
         ops = h.operators(ids, layer)
         ref = h.model.layer_operators(ids[None])[layer]
         assert isinstance(ops, LayerOperators)
-        assert ops.kind == KINDS[family] == h.layer_kinds[layer]
-        assert ops.channel == ("channel" if family == "s6" else "head")
+        assert ops.kind == KINDS[family]
+        assert ops.mixer == h.layer_kinds[layer] == h.mixers(layer)[0]
+        assert ops.channel_label == ("channel" if family == "s6" else "head")
         C = h.num_channels(layer)
         assert ops.num_channels == C
         torch.testing.assert_close(ops.dense(), ref.dense()[0], rtol=0, atol=0)

@@ -1,6 +1,12 @@
 """Delta-rule layers: Gated DeltaNet (Qwen3-Next, OLMo Hybrid) and Kimi Delta Attention
 (Kimi Linear, Ling / bailing_hybrid), one operator per value head.
 
+Both are the block's ``"linear_attention"`` mixer; their operator families (the
+table's ``kind``) are ``"gated_delta_rule"`` (a decay per step and head) and
+``"kimi_delta_attention"`` (a decay per step, head and key channel). The other
+blocks of these hybrids hold softmax attention (gated in Qwen3-Next, MLA in Kimi
+Linear and Ling), read by the attention adapter.
+
 Convention: the operator of value head ``h`` maps the mixer's values ``v`` (after the
 short convolution and its SiLU, split into heads) to the output of the delta rule
 before the gated output norm (``norm`` / ``o_norm``), the output gate and
@@ -33,7 +39,7 @@ import torch
 from ..operators.base import CausalOperator
 from ..operators.delta_rule import gated_delta_rule
 from ._scan import recording_scan
-from .architectures import MixerLayer
+from .architectures import MixerLayer, register_adapter, register_family
 from .base import Footprint, MixerAdapter
 
 __all__ = ["GatedDeltaNetAdapter", "KimiDeltaAttentionAdapter", "l2norm"]
@@ -53,7 +59,8 @@ def l2norm(x: torch.Tensor, eps: float = _L2NORM_EPS) -> torch.Tensor:
 class _DeltaRuleAdapter(MixerAdapter):
     """Shared capture and operator of the two delta-rule kinds."""
 
-    channel = "head"
+    mixer = "linear_attention"
+    channel_label = "head"
     functions: tuple[str, str] = ("", "")  # chunked, recurrent
     per_channel_decay = False
 
@@ -64,6 +71,9 @@ class _DeltaRuleAdapter(MixerAdapter):
 
     def num_channels(self, layer: MixerLayer, config) -> int:
         return self.dims(layer)[1]
+
+    def state_size(self, layer: MixerLayer, config) -> int:
+        return self.dims(layer)[2]
 
     @contextlib.contextmanager
     def recording(self, layers: list[MixerLayer], store: dict):
@@ -87,7 +97,7 @@ class _DeltaRuleAdapter(MixerAdapter):
             def first(name):
                 return args[name][0].detach()
 
-            store[layer.index] = {
+            store[layer.key] = {
                 "q": first("query"),  # (L, H_k, d_k), before the L2 norm
                 "k": first("key"),  # (L, H_k, d_k)
                 "v": first("value"),  # (L, H_v, d_v): the operator's input
@@ -156,7 +166,8 @@ class _DeltaRuleAdapter(MixerAdapter):
 class GatedDeltaNetAdapter(_DeltaRuleAdapter):
     """Gated DeltaNet (Qwen3-Next, OLMo Hybrid): per value head ``(H_v, L, L)``, TSS ``d_k``."""
 
-    kind = "gated_deltanet"
+    name = "gated_deltanet"
+    kind = "gated_delta_rule"
     functions = ("torch_chunk_gated_delta_rule", "torch_recurrent_gated_delta_rule")
 
     @staticmethod
@@ -169,6 +180,7 @@ class KimiDeltaAttentionAdapter(_DeltaRuleAdapter):
     """Kimi Delta Attention (Kimi Linear, Ling): per head ``(H, L, L)``, a decay per key
     channel, TSS ``d_k``."""
 
+    name = "kimi_delta_attention"
     kind = "kimi_delta_attention"
     functions = ("chunk_kimi_delta_attention", "recurrent_kimi_delta_attention")
     per_channel_decay = True
@@ -178,3 +190,16 @@ class KimiDeltaAttentionAdapter(_DeltaRuleAdapter):
         m = layer.module
         H, d = int(m.num_heads), int(m.head_dim)
         return H, H, d, d
+
+
+register_adapter(
+    GatedDeltaNetAdapter(), classes=("Qwen3NextGatedDeltaNet", "OlmoHybridGatedDeltaNet")
+)
+register_adapter(
+    KimiDeltaAttentionAdapter(),
+    classes=("KimiLinearDeltaAttention", "BailingHybridDeltaAttention"),
+)
+register_family("qwen3_next", "Qwen3-Next", "hybrid")
+register_family("olmo_hybrid", "OLMo Hybrid", "hybrid")
+register_family("kimi_linear", "Kimi Linear", "hybrid")
+register_family("bailing_hybrid", "Ling (bailing_hybrid)", "hybrid")
