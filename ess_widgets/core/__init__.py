@@ -3,15 +3,20 @@
 No torch.nn, no widgets: plain functions on tensors.
 """
 
+from .delta import DeltaTransition
 from .measures import entropy_ess, ess_bound, tolerance_ess
-from .recurrence import recurrence_operator, recurrence_spectra
+from .recurrence import recurrence_bytes, recurrence_operator, recurrence_spectra
 from .spectra import spectra, spectra_ref
+from .splits import normalize_splits
 
 __all__ = [
     "spectra",
     "spectra_ref",
     "recurrence_spectra",
     "recurrence_operator",
+    "recurrence_bytes",
+    "DeltaTransition",
+    "normalize_splits",
     "tolerance_ess",
     "entropy_ess",
     "ess_bound",

@@ -48,6 +48,9 @@ class CausalOperator:
     dense_fn : callable, optional
         Returns the dense operators ``(..., L, L)``. Defaults to materializing the
         recurrence.
+    transition : {None, "diagonal", "dense"}, optional
+        How ``recurrence_spectra`` reads the recurrence's ``a`` (None: from the
+        shapes, which is ambiguous when L equals the state size).
     """
 
     kind: str
@@ -55,6 +58,7 @@ class CausalOperator:
     tss: torch.Tensor
     recurrence: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
     dense_fn: Callable[[], torch.Tensor] | None = field(default=None, repr=False)
+    transition: str | None = None
 
     def __post_init__(self):
         if self.dense_fn is None and self.recurrence is None:
@@ -64,7 +68,7 @@ class CausalOperator:
         """The operators ``T``, shape ``(..., L, L)``, zero above the diagonal."""
         if self.dense_fn is not None:
             return self.dense_fn()
-        return recurrence_operator(*self.recurrence)
+        return recurrence_operator(*self.recurrence, transition=self.transition)
 
     def spectra(self, **kwargs) -> torch.Tensor:
         """Singular values of every split, shape ``(..., L-1, K)``.
@@ -74,7 +78,7 @@ class CausalOperator:
         (``dtype``, ``device``) are passed on.
         """
         if self.recurrence is not None:
-            return recurrence_spectra(*self.recurrence, **kwargs)
+            return recurrence_spectra(*self.recurrence, transition=self.transition, **kwargs)
         return spectra(self.dense(), **kwargs)
 
     def tolerance_ess(self, tol, *, relative=False) -> torch.Tensor:

@@ -73,6 +73,7 @@ def convolution(h, L) -> CausalOperator:
         length=L,
         tss=full_tss(L, k - 1, h.device),
         recurrence=recurrence,
+        transition="dense",
         dense_fn=lambda: toeplitz(h, L),
     )
 
