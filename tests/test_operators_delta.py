@@ -12,7 +12,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ess_widgets.core import ess_bound, recurrence_operator, spectra, tolerance_ess
+from ess_widgets.core import (
+    DeltaTransition,
+    ess_bound,
+    recurrence_operator,
+    spectra,
+    tolerance_ess,
+)
 from ess_widgets.operators import gated_delta_rule, gated_delta_rule_ref
 
 F64 = torch.float64
@@ -38,10 +44,6 @@ def transitions(k, beta, decay):
     alpha = decay if decay.ndim == k.ndim else decay[..., None].expand(k.shape)
     outer = k[..., :, None] * k[..., None, :]
     return (torch.eye(N, dtype=F64) - beta[..., None, None] * outer) @ torch.diag_embed(alpha)
-
-
-def dense_transitions(a) -> torch.Tensor:
-    return a if isinstance(a, torch.Tensor) else a.dense()
 
 
 CASES = [
@@ -71,11 +73,15 @@ def test_recurrence_is_the_written_out_transition(batch, L, d_k, d_v, per_channe
     q, k, _, beta, decay = inputs(batch, L, d_k, d_v, per_channel, beta_max, seed=1)
     op = gated_delta_rule(q, k, beta, decay)
     a, b, c = op.recurrence
+    assert isinstance(a, DeltaTransition)  # applied in rank-one form, never (L, N, N)
+    assert a.per_channel == per_channel
     A = transitions(k, beta, decay)
-    torch.testing.assert_close(dense_transitions(a), A.expand(*a.shape), rtol=0, atol=1e-15)
+    torch.testing.assert_close(a.dense(), A, rtol=0, atol=1e-15)
     torch.testing.assert_close(b, beta[..., None] * k)
     torch.testing.assert_close(c, q / d_k**0.5)
-    torch.testing.assert_close(recurrence_operator(A, b, c), op.dense(), rtol=1e-12, atol=1e-13)
+    T = recurrence_operator(A, b, c, transition="dense")
+    torch.testing.assert_close(T, op.dense(), rtol=1e-12, atol=1e-13)
+    torch.testing.assert_close(recurrence_operator(a, b, c), T, rtol=1e-12, atol=1e-13)
 
 
 @pytest.mark.parametrize(("batch", "L", "d_k", "d_v", "per_channel", "beta_max"), CASES)

@@ -36,6 +36,7 @@ import contextlib
 
 import torch
 
+from ..core import recurrence_bytes
 from ..operators.base import CausalOperator
 from ..operators.delta_rule import gated_delta_rule
 from ._scan import recording_scan
@@ -47,7 +48,6 @@ __all__ = ["GatedDeltaNetAdapter", "KimiDeltaAttentionAdapter", "l2norm"]
 # Positional parameters of the chunked and the recurrent functions (both families).
 _CHUNK_ARGS = ("query", "key", "value", "g", "beta", "chunk_size", "initial_state")
 _RECURRENT_ARGS = ("query", "key", "value", "g", "beta", "initial_state")
-_CHUNK_BYTES = 256 * 2**20  # working memory of recurrence_spectra per chunk of heads
 _L2NORM_EPS = 1e-6  # both families normalise as fla does: x / sqrt(|x|^2 + 1e-6)
 
 
@@ -150,11 +150,10 @@ class _DeltaRuleAdapter(MixerAdapter):
         # heads, chunk-by-chunk systems, and for KDA a decay mask per key channel.
         chunk = 64
         forward = 4 * H_v * L * (4 * max(d_k, d_v) + 4 * chunk + (chunk * d_k if decay > 1 else 0))
-        # Spectra: q, k, b, c, beta, decay in float64, then per chunk of heads the core's
-        # working memory (square-root factors at every split: 2 L d_k^2 per head).
+        # Spectra: q, k, b, c, beta, decay in float64, then the core's working memory
+        # for the delta transitions (never L x d_k x d_k per head).
         inputs = 8 * H_v * L * (4 * d_k + 1 + decay)
-        per_head = 2 * 8 * L * d_k * d_k
-        spectra = inputs + max(_CHUNK_BYTES, 2 * per_head)
+        spectra = inputs + recurrence_bytes(L, d_k, H_v, transition="delta")
         return Footprint(
             capture=capture,
             peak=capture + max(forward, spectra),

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import torch
 
+from ..core import DeltaTransition
 from ._common import (
     batch_shape,
     check_length_of,
@@ -56,15 +57,9 @@ def delta_transition(decay: torch.Tensor, beta: torch.Tensor, k: torch.Tensor):
     -------
     ess_widgets.core.DeltaTransition
         Accepted as ``a`` by ``recurrence_spectra``, which applies ``A_t`` in its
-        diagonal-plus-rank-one form, chunk by chunk; ``.dense()`` is ``(..., L, N, N)``.
+        diagonal-plus-rank-one form and never forms the ``N x N`` matrices;
+        ``.dense()`` is ``(..., L, N, N)`` (for references).
     """
-    try:
-        from ..core import DeltaTransition
-    except ImportError:  # until the core has it: the dense (..., L, N, N) form
-        alpha = decay if decay.ndim == k.ndim else decay[..., None]
-        eye = torch.eye(k.shape[-1], dtype=k.dtype, device=k.device)
-        rank_one = beta[..., None, None] * k[..., :, None] * k[..., None, :]
-        return (eye - rank_one) * alpha[..., None, :]
     return DeltaTransition(decay, beta, k)
 
 
