@@ -108,13 +108,15 @@ def sampled_splits(L: int, stride: int) -> list[int]:
 def case_recurrence(L: int, stride: int) -> dict:
     handle = layer_handle()
     ids = token_ids(L)
-    handle.operators(ids[:64], 0).spectra()  # warm-up: threads, allocator
+    handle.operators(ids[:64], 0, max_seconds=None).spectra()  # warm-up: threads, allocator
     with PeakMemory() as mem:
         start = time.perf_counter()
-        table = handle.ess_table(ids, layers=[0], tol=1e-6, relative=True, progress=False)
+        table = handle.ess_table(
+            ids, layers=[0], tol=1e-6, relative=True, progress=False, max_seconds=None
+        )
         total = time.perf_counter() - start
     start = time.perf_counter()
-    ops = handle.operators(ids, 0)
+    ops = handle.operators(ids, 0, max_seconds=None)
     capture = time.perf_counter() - start
     assert len(table) == HEADS_V * (L - 1)
     # singular values of head 0 at the sampled splits, for the accuracy check
@@ -143,7 +145,7 @@ def case_materialize(L: int, stride: int) -> dict:
 
     handle = layer_handle()
     ids = token_ids(L)
-    ops = handle.operators(ids, 0)
+    ops = handle.operators(ids, 0, max_seconds=None)
     heads = 2
     splits = sampled_splits(L, stride)
     with PeakMemory() as mem:
@@ -161,7 +163,7 @@ def case_materialize(L: int, stride: int) -> dict:
 def case_naive(L: int, stride: int) -> dict:
     handle = layer_handle()
     ids = token_ids(L)
-    T = handle.operators(ids, 0).dense(channels=0)[0]
+    T = handle.operators(ids, 0, max_seconds=None).dense(channels=0)[0]
     splits = sampled_splits(L, stride)
     out = []
     with PeakMemory() as mem:
@@ -195,8 +197,9 @@ def run_case(name: str, L: int, stride: int) -> dict:
         [sys.executable, __file__, "--case", name, "--lengths", str(L), "--stride", str(stride)],
         capture_output=True,
         text=True,
-        check=True,
     )
+    if out.returncode != 0:
+        raise RuntimeError(f"case {name} at L = {L} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

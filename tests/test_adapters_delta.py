@@ -340,3 +340,27 @@ def test_attention_blocks_read_the_models_own_attention_maps(hybrid):
     (maps,) = out.attentions  # one attention block
     torch.testing.assert_close(ops.dense(), maps[0])
     assert torch.equal(ops.tss, torch.arange(1, L).expand(4, L - 1))
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        pytest.param({"use_gate_in_kernel": True}, "raw gate", id="gate-in-kernel"),
+        pytest.param({"scale": 0.5}, "query scale", id="scale"),
+    ],
+)
+def test_a_call_the_operator_cannot_read_is_refused(extra, match):
+    # A kernel that would read its arguments differently (fla's KDA computing the decay
+    # from a raw gate, or another query scale) is refused rather than misread.
+    model = tiny_model("kimi_linear")
+    handle = adapters.load(model)
+    spec = handle.mixer_layer(0)
+    module = sys.modules[type(spec.module).__module__]
+    store = {}
+    with KimiDeltaAttentionAdapter().recording([spec], store), torch.no_grad():
+        recorded = module.chunk_kimi_delta_attention
+        module.chunk_kimi_delta_attention = lambda *a, **k: recorded(*a, **extra, **k)
+        with pytest.raises(RuntimeError, match=match):
+            model(input_ids=token_ids()[None], use_cache=False)
+    assert module.chunk_kimi_delta_attention is not recorded  # restored on exit
+    assert store == {}

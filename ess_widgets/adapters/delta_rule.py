@@ -48,6 +48,8 @@ __all__ = ["GatedDeltaNetAdapter", "KimiDeltaAttentionAdapter", "l2norm"]
 # Positional parameters of the chunked and the recurrent functions (both families).
 _CHUNK_ARGS = ("query", "key", "value", "g", "beta", "chunk_size", "initial_state")
 _RECURRENT_ARGS = ("query", "key", "value", "g", "beta", "initial_state")
+# Keyword arguments of flash-linear-attention's KDA kernel that make `g` a raw gate.
+_GATE_IN_KERNEL = ("use_gate_in_kernel", "A_log", "dt_bias", "lower_bound")
 _L2NORM_EPS = 1e-6  # both families normalise as fla does: x / sqrt(|x|^2 + 1e-6)
 
 
@@ -85,6 +87,14 @@ class _DeltaRuleAdapter(MixerAdapter):
                         f"`{name}` (a cache or packed sequences): run the model with "
                         "use_cache=False on one whole sequence."
                     )
+            inside = [n for n in _GATE_IN_KERNEL if args.get(n) not in (None, False)]
+            if inside:
+                raise RuntimeError(
+                    f"The delta rule of layer {layer.index} was called with {inside}: the "
+                    "kernel computes the decay from a raw gate itself, and ess_widgets reads "
+                    "`g` as the log-decay. This transformers version is not supported for "
+                    "this model; run it on the PyTorch path."
+                )
             if args.get("scale") is not None:
                 raise RuntimeError(
                     f"The delta rule of layer {layer.index} was called with its own "
