@@ -123,7 +123,7 @@ def test_estimate_never_runs_the_model_and_scales_with_the_work(gpt2, mamba):
     assert units == sum(min(i, 24 - i) ** 2 * max(i, 24 - i) for i in range(1, 24))
     ssm = mamba.estimate(IDS, layers=0)
     assert ssm["per_layer"][(0, "ssm")] == pytest.approx(
-        32 * (24 * 16 + 23 * 64) / estimate_module.calibrate()
+        32 * (24 * 16 + 23 * 64) * estimate_module.calibrate("recurrence")
     )
 
 
@@ -151,9 +151,14 @@ def test_progress_counts_channels_within_a_layer(mamba):
     ops = mamba.operators(IDS, 0)
     steps = []
     frame = layer_frame(
-        ops, tol=1e-3, relative=False, tokens=token_dtype(ops.tokens), progress=steps.append
+        ops,
+        tol=1e-3,
+        relative=False,
+        tokens=token_dtype(ops.tokens),
+        progress=steps.append,
+        chunks=5,
     )
-    assert len(steps) > 1 and sum(steps) == ops.num_channels == 32
+    assert steps == [7, 7, 7, 7, 4] and sum(steps) == ops.num_channels == 32
     whole = ops.tolerance_ess(1e-3).reshape(-1).numpy()
     np.testing.assert_array_equal(frame["tolerance_ess"].to_numpy(), whole)
 

@@ -569,6 +569,8 @@ class OperatorHandle:
                 for spec in batch:
                     ops = self._layer_ops(enc, spec, captures.pop(spec.key), budget, split_list)
                     bar.set_postfix_str(f"layer {spec.layer} {spec.mixer}", refresh=False)
+                    # progress within the layer: about one step every 2 s of work
+                    steps = min(spec.num_channels, max(1, int(est["per_layer"][spec.key] / 2)))
                     frame = layer_frame(
                         ops,
                         tol=tol,
@@ -576,6 +578,7 @@ class OperatorHandle:
                         tokens=tokens,
                         splits=split_list,
                         progress=bar.update,
+                        chunks=steps,
                         **options,
                     )
                     frames.append(frame)

@@ -9,6 +9,7 @@ loop, for checking ``T @ u`` against it.
 from .attention import attention_operator, softmax_attention, softmax_attention_ref
 from .base import CausalOperator
 from .convolution import convolution, convolution_ref
+from .delta_rule import gated_delta_rule, gated_delta_rule_ref
 from .linear_attention import (
     gated_linear_attention,
     linear_attention,
@@ -36,4 +37,6 @@ __all__ = [
     "random_lti",
     "convolution",
     "convolution_ref",
+    "gated_delta_rule",
+    "gated_delta_rule_ref",
 ]
