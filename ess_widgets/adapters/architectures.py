@@ -277,7 +277,8 @@ def _window(module: nn.Module, config, index: int) -> int | None:
             and layer_types[index] == "sliding_attention"
         )
         window = getattr(config, "sliding_window", None)
-        if not sliding and config.model_type != "mistral":
+        # Mistral and MiniMax apply config.sliding_window to every attention layer.
+        if not sliding and config.model_type not in ("mistral", "minimax"):
             window = None
     return int(window) if window else None
 
