@@ -434,7 +434,7 @@ def _sqrt_gramian_spectra(*parts, kind, kept, checkpoint):
             stored[i + 1] = s
     if not bool(torch.isfinite(s).all()):
         # Overflow never recovers: report it now, not after the backward sweep.
-        return torch.full((B, len(kept), min(N, L // 2)), float("nan"), dtype=b.dtype)
+        return b.new_full((B, len(kept), min(N, L // 2)), float("nan"))
 
     segment = {}  # the recomputed factors of one checkpoint segment
 
@@ -452,17 +452,26 @@ def _sqrt_gramian_spectra(*parts, kind, kept, checkpoint):
     # 2. observability factors, backward: [c_i^T A_i; Z_(i+1) A_i] = Q Z_i; then
     # 3. sigma(H_i) = svdvals(Z_i S_i); entries past min(i, L-i) are zero by structure.
     K = min(N, L // 2)
-    out = b.new_zeros(B, len(kept), K)
     position = {i: j for j, i in enumerate(kept)}
+    # On the CPU one svdvals per split (the same call whatever is kept, so the same
+    # bits); on CUDA one batched call at the end (launch latency dominates there).
+    batched = b.device.type == "cuda"
+    products = b.new_empty(B, len(kept), N, N) if batched else None
+    out = b.new_zeros(B, len(kept), K)
     z = b.new_zeros(B, N, N)
     for i in range(L - 1, min(kept) - 1, -1):
         m = torch.cat([apply_right(i, c[:, i, None, :]), apply_right(i, z)], dim=-2)
         z = torch.linalg.qr(m, mode="r").R
         if i in position:
-            sv = torch.linalg.svdvals(z @ factor(i))[:, :K]
-            sv[:, min(i, L - i) :] = 0.0
-            out[:, position[i]] = sv
-    return out
+            if batched:
+                products[:, position[i]] = z @ factor(i)
+            else:
+                out[:, position[i]] = torch.linalg.svdvals(z @ factor(i))[:, :K]
+    if batched:
+        out = torch.linalg.svdvals(products)[..., :K]
+    split = torch.tensor(kept, device=b.device)
+    rank_cap = torch.minimum(split, L - split)
+    return out.masked_fill(torch.arange(K, device=b.device) >= rank_cap[:, None], 0.0)
 
 
 def _appliers(a_parts, kind):

@@ -56,13 +56,15 @@ def _default_device(t: torch.Tensor) -> torch.device:
     return _batched.pick_device(heads, L)
 
 
-def spectra_ref(T, *, dtype=None, device=None, check_causal=True) -> torch.Tensor:
-    """Singular values of every split, one plain SVD per split (reference).
+def spectra_ref(T, *, splits=None, dtype=None, device=None, check_causal=True) -> torch.Tensor:
+    """Singular values of the splits, one plain SVD per split (reference).
 
     Parameters
     ----------
     T : torch.Tensor or numpy.ndarray, shape (..., L, L)
         Causal operators (lower triangular), rows are outputs, columns inputs.
+    splits : optional
+        Which splits, as in ``spectra``; all by default.
     dtype : torch.dtype, optional
         Precision of the SVD; float64 by default.
     device : str or torch.device, optional
@@ -72,14 +74,17 @@ def spectra_ref(T, *, dtype=None, device=None, check_causal=True) -> torch.Tenso
 
     Returns
     -------
-    torch.Tensor, shape (..., L-1, L // 2)
-        Row ``i-1`` holds ``svdvals(T[..., i:, :i])``, zero-padded.
+    torch.Tensor, shape (..., S, L // 2)
+        Row ``j`` holds ``svdvals(T[..., i:, :i])`` for ``i = splits[j]``
+        (row ``i-1`` by default), zero-padded.
     """
     _, t, out_device = _prepare(T, dtype, device, check_causal)
     L = t.shape[-1]
-    out = t.new_zeros(*t.shape[:-2], L - 1, L // 2)
-    for i in range(1, L):
-        out[..., i - 1, : min(i, L - i)] = torch.linalg.svdvals(t[..., i:, :i])
+    chosen = normalize_splits(splits, L)
+    out = t.new_zeros(*t.shape[:-2], len(chosen), L // 2)
+    for row, i in enumerate(chosen):
+        if t.numel():
+            out[..., row, : min(i, L - i)] = torch.linalg.svdvals(t[..., i:, :i])
     return out.to(out_device)
 
 
