@@ -310,7 +310,7 @@ def recurrence_spectra(
     position = {i: j for j, i in enumerate(kept)}
     out = out[:, [position[i] for i in chosen]]
     if not bool(torch.isfinite(out).all()):
-        raise _unstable_error(a, kind, dt)
+        raise _unstable_error(a, b, c, kind, dt)
     return out.reshape(*batch, len(chosen), K).to(out_device)
 
 
@@ -391,14 +391,22 @@ def recurrence_bytes(
     return result + in_flight * chunk * per_channel * item
 
 
-def _unstable_error(a, kind, dt):
+def _unstable_error(a, b, c, kind, dt):
+    """The ValueError for non-finite singular values: growing A_t, or huge b and c."""
     if kind == "diagonal":
-        found = f"the largest |a| is {float(a.abs().amax()):.4g}"
+        growth = float(a.abs().amax())
+        found = f"the largest |a| is {growth:.4g}"
     elif kind == "dense":
-        norms = torch.linalg.matrix_norm(a.to(torch.float64), ord=2)
-        found = f"the largest spectral norm ||A_t||_2 is {float(norms.amax()):.4g}"
+        growth = float(torch.linalg.matrix_norm(a.to(torch.float64), ord=2).amax())
+        found = f"the largest spectral norm ||A_t||_2 is {growth:.4g}"
     else:
-        found = a.describe_growth()
+        growth, found = a.growth(), a.describe_growth()
+    if growth <= 1:
+        return ValueError(
+            f"The singular values overflow {dt} although `a` is stable ({found}): `b` and "
+            f"`c` are too large (max |b| = {float(b.abs().amax()):.3g}, max |c| = "
+            f"{float(c.abs().amax()):.3g}). Rescale them (ESS is scale-free)."
+        )
     return ValueError(
         f"`a` makes the recurrence unstable: its state grows past the range of {dt} over "
         f"the sequence ({found}; products of many A_t with |A_t| > 1 overflow), so the "
