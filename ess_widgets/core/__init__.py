@@ -4,7 +4,14 @@ No torch.nn, no widgets: plain functions on tensors.
 """
 
 from .delta import DeltaTransition
-from .measures import entropy_ess, ess_bound, tolerance_ess
+from .measures import (
+    DEFAULT_TOL,
+    entropy_ess,
+    ess_bound,
+    tolerance_ess,
+    tolerance_mask,
+    tolerance_threshold,
+)
 from .recurrence import recurrence_bytes, recurrence_operator, recurrence_spectra
 from .spectra import spectra, spectra_ref
 from .splits import normalize_splits
@@ -18,6 +25,9 @@ __all__ = [
     "DeltaTransition",
     "normalize_splits",
     "tolerance_ess",
+    "tolerance_threshold",
+    "tolerance_mask",
+    "DEFAULT_TOL",
     "entropy_ess",
     "ess_bound",
 ]

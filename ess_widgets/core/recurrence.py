@@ -31,7 +31,7 @@ import math
 import torch
 
 from ._compute import resolve_device, resolve_dtype, split_workers
-from ._validation import as_tensor, check_finite
+from ._validation import as_tensor, check_dense_size, check_finite
 from .splits import normalize_splits
 
 __all__ = ["recurrence_spectra", "recurrence_operator", "recurrence_bytes"]
@@ -519,6 +519,7 @@ def recurrence_operator(a, b, c, *, transition=None, dtype=None, device=None) ->
     L, N = b.shape[-2:]
     channels = math.prod(batch)
     dt = resolve_dtype(dtype)
+    check_dense_size(batch, L, dt, "recurrence_operator")
     if channels == 0:
         return torch.zeros(*batch, L, L, dtype=dt, device=dev)
     chunks = _Chunks(batch, [*_transition_parts(a, kind), (b, 2), (c, 2)], dev, dt)
