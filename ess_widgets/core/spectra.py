@@ -103,10 +103,11 @@ def spectra(
         Which splits ``i`` to compute (see ``normalize_splits``): ``None`` for all
         ``1 .. L-1``, an int ``k`` for every k-th split (always with ``L - 1``),
         or the splits themselves, in the order wanted. Each row equals the row of
-        the same split in the full computation bit for bit (same path, same
-        precision), and the cost grows with the number of splits asked (the
-        O(L^3) Gram sweep of ``method="gram"`` costs about as much as one or two
-        middle splits' eigenvalues).
+        the same split in the full computation bit for bit on the CPU (same path,
+        same precision; the batched CUDA path to rounding), and the cost grows
+        with the number of splits asked (``method="gram"`` also chains every 8th
+        Gram matrix from the middle to the furthest split asked: O(L^3) matrix
+        products, about the cost of one or two middle splits' eigenvalues).
     method : {"auto", "svd", "gram"}, default "auto"
         ``"svd"``: an SVD of every block, exact to the working precision.
         ``"gram"``: eigenvalues of the smaller Gram matrix of every block; about
