@@ -434,11 +434,12 @@ def _sqrt_gramian_spectra(*parts, kind, kept, checkpoint):
     # 1. reachability factors, forward: S_0 = 0; keep S_i for i in kept (or every
     #    seg-th one as a checkpoint when they would not fit).
     seg = math.isqrt(L - 1) + 1 if checkpoint else None
+    kept_set = set(kept)
     s = b.new_zeros(B, N, N)
     stored = {0: s}
     for i in range(max(kept)):
         s = forward(s, i)
-        if (i + 1) in kept if seg is None else (i + 1) % seg == 0:
+        if (i + 1) in kept_set if seg is None else (i + 1) % seg == 0:
             stored[i + 1] = s
     if not bool(torch.isfinite(s).all()):
         # Overflow never recovers: report it now, not after the backward sweep.
