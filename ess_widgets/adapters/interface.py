@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from ..core import DEFAULT_TOL
 from ..operators.base import CausalOperator
 from . import estimate as _estimate
 from .base import Footprint
@@ -37,11 +38,6 @@ from .layer_operators import LayerOperators, check_relative, check_splits
 from .memory import check_budget, require
 from .table import join_layers, layer_frame, token_dtype
 from .tokens import Encoded, encode, token_strings
-
-try:  # core-hard moves the default tolerance into the core
-    from ..core import DEFAULT_TOL
-except ImportError:  # pragma: no cover - until that lands
-    DEFAULT_TOL = 1e-3
 
 __all__ = [
     "OperatorHandle",
@@ -573,6 +569,8 @@ class OperatorHandle:
                 for spec in batch:
                     ops = self._layer_ops(enc, spec, captures.pop(spec.key), budget, split_list)
                     bar.set_postfix_str(f"layer {spec.layer} {spec.mixer}", refresh=False)
+                    # progress within the layer: about one step every 2 s of work
+                    steps = min(spec.num_channels, max(1, int(est["per_layer"][spec.key] / 2)))
                     frame = layer_frame(
                         ops,
                         tol=tol,
@@ -580,6 +578,7 @@ class OperatorHandle:
                         tokens=tokens,
                         splits=split_list,
                         progress=bar.update,
+                        chunks=steps,
                         **options,
                     )
                     frames.append(frame)

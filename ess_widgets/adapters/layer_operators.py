@@ -7,17 +7,13 @@ mixer's name and operator family, and a memory guard on the dense form.
 
 from __future__ import annotations
 
-import functools
-import inspect
-import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from .. import core
-from ..core import entropy_ess, ess_bound, tolerance_ess
+from ..core import entropy_ess, ess_bound, normalize_splits, tolerance_ess
 from ..operators.base import CausalOperator
 from .memory import require
 
@@ -32,11 +28,11 @@ def check_relative(relative) -> bool:
 
 
 def check_splits(splits, L: int) -> list[int]:
-    """The requested splits as a list of ints in ``1 .. L-1``.
+    """The requested splits as a list of ints in ``1 .. L-1`` (``None``: every split).
 
-    ``None``: every split. A sequence of ints (in the order given), a range or a
-    slice of ``1 .. L-1``, or an int stride ``k >= 1`` (every k-th split ``k, 2k,
-    ...``, always with ``L - 1``). The core's ``normalize_splits`` when it has one.
+    The core's ``normalize_splits``: a sequence of ints (in the order given), a
+    range or a slice of ``1 .. L-1``, or an int stride ``k >= 1`` (splits ``1,
+    1 + k, 1 + 2k, ...``, always with ``L - 1``).
 
     Raises
     ------
@@ -47,45 +43,13 @@ def check_splits(splits, L: int) -> list[int]:
     Examples
     --------
     >>> check_splits(4, 10)
-    [4, 8, 9]
+    [1, 5, 9]
     >>> check_splits(range(2, 6), 10)
     [2, 3, 4, 5]
     """
     if splits is None:
         return list(range(1, L))
-    normalize = getattr(core, "normalize_splits", None)
-    if normalize is not None:
-        return list(normalize(splits, L))
-    # TODO(lead): core-fast's normalize_splits replaces this once merged.
-    every = range(1, L)
-    if isinstance(splits, bool):
-        raise ValueError(f"`splits` must be ints, a range or a stride, got {splits!r}.")
-    if isinstance(splits, int):
-        if splits < 1:
-            raise ValueError(f"`splits` as a stride must be >= 1, got {splits}.")
-        out = list(range(splits, L, splits))
-        return out if out and out[-1] == L - 1 else [*out, L - 1]
-    if isinstance(splits, slice):
-        out = list(every[splits])
-    else:
-        try:
-            out = [operator.index(i) for i in splits]
-        except TypeError:
-            raise ValueError(
-                f"`splits` must be ints in 1..{L - 1}, a range/slice or an int stride, got "
-                f"{splits!r}."
-            ) from None
-    if not out:
-        raise ValueError(f"`splits` is empty: pass splits in 1..{L - 1} (or None for all).")
-    bad = [i for i in out if not 1 <= i <= L - 1]
-    if bad:
-        raise ValueError(f"`splits` {bad[:5]} out of range: splits are 1..{L - 1} at L = {L}.")
-    return out
-
-
-@functools.cache
-def _core_takes_splits() -> bool:
-    return "splits" in inspect.signature(core.spectra).parameters
+    return list(normalize_splits(splits, L))
 
 
 def _channel_index(channels, C: int) -> torch.Tensor:
@@ -97,6 +61,12 @@ def _channel_index(channels, C: int) -> torch.Tensor:
         if not -C <= channels < C:
             raise IndexError(f"`channels` = {channels} is out of range for {C} channels.")
         return every[[channels]]
+    if (
+        hasattr(channels, "__len__")
+        and not isinstance(channels, (slice, torch.Tensor))
+        and not len(channels)
+    ):
+        raise ValueError(f"`channels` = {channels!r} selects none of the {C} channels.")
     try:
         index = every[channels if isinstance(channels, slice) else torch.as_tensor(channels)]
     except (IndexError, TypeError, ValueError, RuntimeError) as err:
@@ -250,12 +220,8 @@ class LayerOperators:
             op, _ = self._selected(channels)
             if every:
                 self._cache[key] = op.spectra(**kwargs)
-            elif _core_takes_splits():
+            else:
                 self._cache[key] = op.spectra(splits=chosen, **kwargs)
-            else:  # TODO(lead): the core's splits= computes only these once merged.
-                rows = torch.tensor([i - 1 for i in chosen])
-                full = op.spectra(**kwargs)
-                self._cache[key] = full.index_select(-2, rows.to(full.device))
         return self._cache[key]
 
     @property

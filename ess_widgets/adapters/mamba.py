@@ -22,12 +22,11 @@ from ..operators.base import CausalOperator
 from ..operators.ssm import selective_ssm
 from ._scan import recording_scan
 from .architectures import MixerLayer, register_adapter, register_family
-from .base import Footprint, MixerAdapter
+from .base import Footprint, MixerAdapter, recurrence_work_bytes
 
 __all__ = ["MambaAdapter"]
 
 _SCAN_ARGS = ("u", "dt", "A", "B", "C", "D", "z", "delta_bias", "delta_softplus")
-_CHUNK_BYTES = 256 * 2**20  # working memory of recurrence_spectra per chunk
 
 
 def _dims(layer: MixerLayer) -> tuple[int, int]:
@@ -98,7 +97,7 @@ class MambaAdapter(MixerAdapter):
         K = min(N, L // 2)
         capture = 4 * (3 * D * L + 2 * L * N)
         forward = 3 * 4 * D * L * N  # discretized A, B u and the states (float32)
-        spectra = 3 * 8 * D * L * N + 8 * D * L * K + _CHUNK_BYTES
+        spectra = 3 * 8 * D * L * N + 8 * D * L * K + recurrence_work_bytes(D, L, N)
         return Footprint(
             capture=capture,
             peak=capture + max(forward, spectra),

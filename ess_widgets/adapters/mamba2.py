@@ -23,7 +23,7 @@ from ..operators.base import CausalOperator
 from ..operators.ssm import ssd
 from ._scan import recording_scan
 from .architectures import MixerLayer, register_adapter, register_family
-from .base import Footprint, MixerAdapter
+from .base import Footprint, MixerAdapter, recurrence_work_bytes
 
 __all__ = ["Mamba2Adapter"]
 
@@ -40,7 +40,6 @@ _SCAN_ARGS = (
     "dt_softplus",
     "dt_limit",
 )
-_CHUNK_BYTES = 256 * 2**20  # working memory of recurrence_spectra per chunk
 
 
 def _dims(layer: MixerLayer) -> tuple[int, int, int, int]:
@@ -122,7 +121,7 @@ class Mamba2Adapter(MixerAdapter):
         capture = 4 * (L * H * P + 2 * L * H * N + L * H)
         chunks = -(-L // chunk)
         forward = 4 * (4 * H * L * chunk + 2 * (chunks + 1) * H * P * N)
-        spectra = 3 * 8 * H * L * N + 8 * H * L * K + _CHUNK_BYTES
+        spectra = 3 * 8 * H * L * N + 8 * H * L * K + recurrence_work_bytes(H, L, N)
         return Footprint(
             capture=capture,
             peak=capture + max(forward, spectra),

@@ -48,10 +48,6 @@ COLUMNS = (
     "tss",
 )
 
-# Channels per spectra call: a progress step within a layer, and the same values as
-# one call (each channel's spectra are computed on their own).
-_CHANNEL_CHUNKS = 16
-
 
 def token_dtype(tokens) -> pd.CategoricalDtype:
     """A categorical dtype over the distinct token strings, in order of appearance."""
@@ -66,6 +62,7 @@ def layer_frame(
     tokens: pd.CategoricalDtype,
     splits=None,
     progress=None,
+    chunks: int = 1,
     **kwargs,
 ) -> pd.DataFrame:
     """The ESS rows of one mixer.
@@ -83,6 +80,9 @@ def layer_frame(
         Which splits (all by default).
     progress : callable, optional
         Called with the number of channels done after each chunk of channels.
+    chunks : int, default 1
+        Compute the spectra in this many groups of channels (progress steps within
+        the layer); the values are the same (each channel is computed on its own).
     **kwargs
         Passed to ``ops.spectra``.
 
@@ -93,7 +93,7 @@ def layer_frame(
     """
     L, C = ops.length, ops.num_channels
     split = np.arange(1, L, dtype=np.int32) if splits is None else np.asarray(splits, np.int32)
-    step = max(1, -(-C // _CHANNEL_CHUNKS))
+    step = max(1, -(-C // max(1, int(chunks))))
     tol_parts, ent_parts = [], []
     for start in range(0, C, step):
         stop = min(C, start + step)

@@ -5,7 +5,7 @@ which the ESS paper compares ESS per key-value pair with accuracy; ``mqar_text``
 its readable text format (``format_mqar``, ``parse_mqar``, ``mqar_tokens``).
 """
 
-from .mqar import IGNORE_INDEX, MQARBatch, mqar, mqar_vocab
+from .mqar import FILLER, IGNORE_INDEX, MQARBatch, mqar, mqar_vocab
 from .mqar_text import format_mqar, mqar_tokens, parse_mqar
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "MQARBatch",
     "mqar_vocab",
     "IGNORE_INDEX",
+    "FILLER",
     "format_mqar",
     "parse_mqar",
     "mqar_tokens",
