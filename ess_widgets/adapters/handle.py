@@ -359,7 +359,7 @@ class ModelHandle:
 
         Examples
         --------
-        Aggregate as ESS_SPEC section 3 says, e.g. the average ESS of a layer:
+        Aggregate as docs/definitions.md says, e.g. the average ESS of a layer:
 
         >>> table.groupby("layer")["entropy_ess"].mean()  # doctest: +SKIP
         """

@@ -1,8 +1,8 @@
 """Synthetic tasks for probing how much memory a sequence model uses.
 
 ``mqar``: multi-query associative recall (Arora et al., Zoology, 2023), the task on
-which the ESS paper (ESS_SPEC section 4) compares ESS per key-value pair with
-accuracy.
+which the ESS paper (docs/definitions.md, what the paper reports) compares ESS per
+key-value pair with accuracy.
 """
 
 from .mqar import IGNORE_INDEX, MQARBatch, mqar, mqar_vocab
