@@ -176,3 +176,49 @@ def test_ci_and_makefile_use_pypi_and_run_make_test():
     assert re.search(r"^\s*make test\s*$", ci, re.M), "CI runs the README's test command"
     assert '-e ".[test]"' in makefile
     assert "make test" in (ROOT / "README.md").read_text()
+
+
+# ------------------------------------------------------------------ user-facing docs
+USER_FACING = ("README.md", "docs", "notebooks", "ess_widgets", "scripts", "binder", "benchmarks")
+DEFINITIONS = ROOT / "docs" / "definitions.md"
+
+
+def _user_files():
+    for name in USER_FACING:
+        path = ROOT / name
+        files = [path] if path.is_file() else sorted(path.rglob("*"))
+        for f in files:
+            if (
+                f.is_file()
+                and f.suffix in (".md", ".py", ".ipynb", "")
+                and "__pycache__" not in str(f)
+            ):
+                yield f
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def test_user_docs_cite_the_projects_own_definitions():
+    internal = ("ESS" + "_SPEC", "../shared", "/work/shared")
+    for path in _user_files():
+        text = path.read_text(errors="replace")
+        for word in internal:
+            assert word not in text, f"{path.relative_to(ROOT)} cites {word}"
+    assert "docs/definitions.md" in (ROOT / "README.md").read_text()
+
+
+def test_links_into_the_definitions_point_at_real_sections():
+    text = DEFINITIONS.read_text()
+    anchors = {_slug(h) for h in re.findall(r"^#{1,3} (.+)$", text, re.M)}
+    for required in ("the-operator-view", "tss-per-family", "aggregations", "entropy-ess"):
+        assert required in anchors
+    links = re.findall(r"\]\(#([\w-]+)\)", text)  # inside the document
+    for path in _user_files():
+        links += re.findall(r"definitions\.md#([\w-]+)", path.read_text(errors="replace"))
+    assert links
+    broken = sorted(set(links) - anchors)
+    assert not broken, f"links to missing sections of docs/definitions.md: {broken}"
