@@ -3,8 +3,11 @@
 from .adapters import LayerOperators, ModelHandle, builtin_models, load, supported_families
 from .colab import colab_setup
 from .core import (
+    DeltaTransition,
     entropy_ess,
     ess_bound,
+    normalize_splits,
+    recurrence_bytes,
     recurrence_operator,
     recurrence_spectra,
     spectra,
@@ -31,6 +34,9 @@ __all__ = [
     "spectra_ref",
     "recurrence_spectra",
     "recurrence_operator",
+    "recurrence_bytes",
+    "DeltaTransition",
+    "normalize_splits",
     "tolerance_ess",
     "entropy_ess",
     "ess_bound",

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..core import DEFAULT_TOL
 from .architectures import (
     FAMILIES,
     MixerLayer,
@@ -33,8 +34,6 @@ from .table import join_layers, layer_frame, token_dtype
 from .tokens import Encoded, encode
 
 __all__ = ["ModelHandle", "DEFAULT_TOL"]
-
-DEFAULT_TOL = 1e-3
 
 ADAPTERS: dict[str, MixerAdapter] = {
     a.kind: a for a in (AttentionAdapter(), MambaAdapter(), Mamba2Adapter())

@@ -181,6 +181,7 @@ def _unbatched(op: CausalOperator, index: torch.Tensor | None = None) -> CausalO
         tss=op.tss,
         recurrence=recurrence,
         dense_fn=lambda: pick(op.dense()),
+        transition=op.transition,
     )
 
 

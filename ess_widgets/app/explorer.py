@@ -34,6 +34,7 @@ import traitlets
 
 from .. import views
 from ..adapters import builtin_models, load
+from ..core import DEFAULT_TOL
 from ..views._format import display_token, format_number, tolerance_label
 from .sources import LayerData, ModelSource, threshold_ess
 
@@ -161,7 +162,7 @@ class Explorer(widgets.VBox):
     text = traitlets.Unicode(DEFAULT_TEXT).tag(sync=True)
     layer = traitlets.Int(0).tag(sync=True)
     head = traitlets.Int(0).tag(sync=True)
-    tol = traitlets.Float(1e-3).tag(sync=True)
+    tol = traitlets.Float(DEFAULT_TOL).tag(sync=True)
     relative = traitlets.Bool(False).tag(sync=True)
     split = traitlets.Int(None, allow_none=True).tag(sync=True)
     busy = traitlets.Bool(False).tag(sync=True)
@@ -173,7 +174,7 @@ class Explorer(widgets.VBox):
         text: str = DEFAULT_TEXT,
         layer: int = 0,
         head: int = 0,
-        tol: float = 1e-3,
+        tol: float = DEFAULT_TOL,
         relative: bool = False,
         split: int | None = None,
         *,
@@ -240,7 +241,7 @@ class Explorer(widgets.VBox):
             options=[("head 0", 0)], value=0, description="head", layout=W.Layout(width="260px")
         )
         self._tol_slider = W.FloatLogSlider(
-            value=1e-3,
+            value=DEFAULT_TOL,
             base=10,
             min=-10,
             max=1,

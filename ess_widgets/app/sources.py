@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..core import entropy_ess, spectra
+from ..core import entropy_ess, spectra, tolerance_ess
 
 __all__ = ["LayerData", "ModelSource", "ArraySource", "threshold_ess"]
 
@@ -25,15 +25,13 @@ __all__ = ["LayerData", "ModelSource", "ArraySource", "threshold_ess"]
 def threshold_ess(spectra: np.ndarray, tol: float, relative: bool = False) -> np.ndarray:
     """Tolerance-ESS of cached spectra in numpy: ``#{sigma > tol}`` (or ``> tol * sigma_1``).
 
-    The same rule as ``ess_widgets.tolerance_ess``, without a trip through torch:
-    on a busy machine torch's thread pool costs more than these tiny operations.
+    ``ess_widgets.tolerance_ess`` on numpy input, which stays in numpy: on a busy
+    machine torch's thread pool costs more than these tiny operations.
 
     >>> threshold_ess(np.array([[3.0, 1.0, 1e-9]]), 1e-6).tolist()
     [2]
     """
-    s = np.asarray(spectra)
-    threshold = float(tol) * s[..., :1] if relative else float(tol)
-    return np.count_nonzero(s > threshold, axis=-1)
+    return tolerance_ess(np.asarray(spectra), tol, relative=relative).numpy()
 
 
 @dataclass(frozen=True, eq=False)
