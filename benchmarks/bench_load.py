@@ -97,9 +97,14 @@ def main() -> None:
     print(f"  second process (cache hit):    {second[0]:6.2f} s  {second[1]:6.2f} s")
     wall_ratio, cpu_ratio = second[0] / before[0], second[1] / before[1]
     print(f"  second / before:               {wall_ratio:6.1%}   {cpu_ratio:6.1%}")
-    print(f"  second / 17 s (issue baseline): {second[0] / BEFORE_SECONDS:6.1%}")
-    goal = "met" if second[0] <= GOAL_FRACTION * BEFORE_SECONDS else "missed (machine busy?)"
-    print(f"  goal second <= 25% of 17 s:     {goal}")
+    print(
+        f"  second / 17 s (issue baseline): {second[0] / BEFORE_SECONDS:6.1%}   "
+        f"{second[1] / BEFORE_SECONDS:6.1%}"
+    )
+    # On a busy machine wall time stretches; the process's CPU time is what a quiet one sees.
+    for label, k in (("wall", 0), ("CPU", 1)):
+        goal = "met" if second[k] <= GOAL_FRACTION * BEFORE_SECONDS else "missed"
+        print(f"  goal second <= 25% of 17 s ({label}): {goal}")
     print(json.dumps({"before_s": before, "first_s": first, "second_s": second}))
 
 
