@@ -145,7 +145,7 @@ class ModelSource:
         def dense(c: int, ops=ops) -> np.ndarray:
             return _numpy(ops.dense(channels=int(c))[0]).astype(np.float64)
 
-        return _layer_data(ops.layer, ops.kind, ops.channel, ops.tokens, s, ops.tss, dense)
+        return _layer_data(ops.layer, ops.kind, ops.channel_label, ops.tokens, s, ops.tss, dense)
 
 
 class ArraySource:
