@@ -38,6 +38,18 @@ def _layers(value: str) -> list[int]:
     return layers
 
 
+def _splits(value: str) -> int | list[int]:
+    try:
+        parts = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        parts = []
+    if not parts:
+        raise argparse.ArgumentTypeError(
+            f"expected a stride (e.g. 8) or split numbers separated by commas, got {value!r}"
+        )
+    return parts[0] if len(parts) == 1 and "," not in value else parts
+
+
 def _tolerance(value: str) -> float:
     try:
         tol = float(value)
@@ -63,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Examples:\n"
             "  ess-widgets\n"
             "  ess-widgets --model smollm2-135m --text 'The capital of France is Paris.'\n"
-            "  ess-widgets --model mqar-gla-dk8-kv8 --output gla.parquet\n"
+            "  ess-widgets --model mqar-gla-dk8-kv8 --splits 4 --output gla.parquet\n"
             "Definitions: docs/definitions.md in the project repository."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -97,6 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--layers", type=_layers, help="layers to analyse, e.g. 0,5,29 (default: all)"
+    )
+    parser.add_argument(
+        "--splits",
+        type=_splits,
+        help=(
+            "with --model: a stride k (every k-th split, and the last; e.g. 8) or split "
+            "numbers separated by commas (default: every split)"
+        ),
     )
     parser.add_argument(
         "--tol",
@@ -163,6 +183,8 @@ def _model_table(args) -> Path:
         options["tol"] = args.tol
     if args.relative is not None:
         options["relative"] = args.relative
+    if args.splits is not None:
+        options["splits"] = args.splits
     table = handle.ess_table(text, args.layers, progress=False, **options)
     print(f"ESS of {args.model} on {len(handle.encode(text))} tokens")
     summary = table.groupby("layer")[["tolerance_ess", "entropy_ess", "tss"]].mean()
@@ -197,8 +219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--output must end in .csv or .parquet, got {str(args.output)!r}")
     if args.model is None and (args.text is not None or args.text_file is not None):
         parser.error("--text and --text-file need --model (the example mixers take no text)")
-    if args.model is None and args.layers is not None:
-        parser.error("--layers needs --model")
+    if args.model is None and (args.layers is not None or args.splits is not None):
+        parser.error("--layers and --splits need --model")
     try:
         path = _model_table(args) if args.model is not None else _examples(args)
     except (ValueError, TypeError, ImportError, OSError, RuntimeError, MemoryError) as err:

@@ -186,9 +186,14 @@ def test_cache_hit_reads_safetensors_only_and_matches_the_gguf_load(
 def test_load_uses_the_cache(cache_env, reference, monkeypatch):
     import ess_widgets
 
+    clear = getattr(ess_widgets.load, "cache_clear", lambda: None)  # load() keeps handles
+    clear()
     ReaderCount(monkeypatch, forbid=True)
-    handle = ess_widgets.load(NAME, device="cpu")
-    _assert_matches(reference, handle.model, handle.tokenizer)
+    try:
+        handle = ess_widgets.load(NAME, device="cpu")
+        _assert_matches(reference, handle.model, handle.tokenizer)
+    finally:
+        clear()  # later tests load from their own cache
 
 
 @pytest.mark.slow

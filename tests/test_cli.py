@@ -89,10 +89,12 @@ def test_model_table_matches_the_handle(tmp_path):
 def test_parquet_output(tmp_path):
     pytest.importorskip("pyarrow")
     out = tmp_path / "t.parquet"
-    result = run_command(tmp_path, "-m", MQAR, "-o", str(out), "--layers", "0")
+    result = run_command(tmp_path, "-m", MQAR, "-o", str(out), "--layers", "0", "--splits", "8")
     assert result.returncode == 0, result.stderr
     table = pd.read_parquet(out)
     assert set(table["layer"]) == {0}
+    L = 64  # the model's own example sequence
+    assert sorted(set(table["split"])) == [*range(1, L, 8), L - 1]
     assert (table["tolerance_ess"] <= table[["bound", "tss"]].min(axis=1)).all()
 
 
@@ -114,8 +116,10 @@ def test_unknown_model_fails_in_one_line(tmp_path):
         (["--text", "hello"], "need --model"),
         (["--tol", "-1"], "tolerance >= 0"),
         (["--layers", "a,b"], "layer numbers"),
+        (["--splits", "x"], "a stride"),
+        (["--splits", "4"], "need --model"),
     ],
-    ids=["suffix", "text-without-model", "negative-tol", "bad-layers"],
+    ids=["suffix", "text-without-model", "negative-tol", "bad-layers", "bad-splits", "splits"],
 )
 def test_usage_errors_exit_2(tmp_path, monkeypatch, capsys, args, message):
     from ess_widgets.cli import main
