@@ -35,7 +35,7 @@ needs_wheel = pytest.mark.skipif(
 # ------------------------------------------------------------------ where the cache lives
 @pytest.fixture
 def clean_env(monkeypatch):
-    for var in ("ESS_WIDGETS_CACHE", "HF_HOME", "XDG_CACHE_HOME"):
+    for var in ("ESS_WIDGETS_CACHE", "HF_HOME", "HF_HUB_CACHE", "XDG_CACHE_HOME"):
         monkeypatch.delenv(var, raising=False)
     return monkeypatch
 
@@ -45,7 +45,9 @@ def test_cache_root_follows_the_hugging_face_variables(clean_env, tmp_path):
     assert cache_root() == tmp_path / "home" / ".cache" / "huggingface" / "ess_widgets"
     clean_env.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert cache_root() == tmp_path / "xdg" / "huggingface" / "ess_widgets"
-    clean_env.setenv("HF_HOME", str(tmp_path / "hf"))  # HF_HOME wins over XDG_CACHE_HOME
+    clean_env.setenv("HF_HUB_CACHE", str(tmp_path / "models" / "hub"))
+    assert cache_root() == tmp_path / "models" / "ess_widgets"  # beside the hub cache
+    clean_env.setenv("HF_HOME", str(tmp_path / "hf"))  # HF_HOME wins over both
     assert cache_root() == tmp_path / "hf" / "ess_widgets"
     assert cache_folder(NAME) == tmp_path / "hf" / "ess_widgets" / NAME
     clean_env.setenv("ESS_WIDGETS_CACHE", str(tmp_path / "mine"))  # the explicit one wins

@@ -18,8 +18,8 @@ unreadable. Folders are written under a temporary name and renamed into place, s
 that load at the same time never see half a cache.
 
 Where: :func:`cache_root` (``$ESS_WIDGETS_CACHE``, else next to the Hugging Face cache:
-``$HF_HOME/ess_widgets``, ``$XDG_CACHE_HOME/huggingface/ess_widgets`` or
-``~/.cache/huggingface/ess_widgets``). ``ESS_WIDGETS_CACHE=off`` turns the cache off.
+``$HF_HOME/ess_widgets``, beside ``$HF_HUB_CACHE``, ``$XDG_CACHE_HOME/huggingface/ess_widgets``
+or ``~/.cache/huggingface/ess_widgets``). ``ESS_WIDGETS_CACHE=off`` turns the cache off.
 """
 
 from __future__ import annotations
@@ -53,9 +53,9 @@ def cache_root() -> Path | None:
 
     ``$ESS_WIDGETS_CACHE`` when set (``off``, ``0``, ``false`` or ``none`` turn the cache
     off), else ``ess_widgets/`` beside the Hugging Face hub cache: ``$HF_HOME/ess_widgets``,
-    else ``$XDG_CACHE_HOME/huggingface/ess_widgets``, else
-    ``~/.cache/huggingface/ess_widgets``. Read at each call, so a changed environment
-    applies at once.
+    else next to ``$HF_HUB_CACHE`` (``$HF_HUB_CACHE/../ess_widgets``), else
+    ``$XDG_CACHE_HOME/huggingface/ess_widgets``, else ``~/.cache/huggingface/ess_widgets``.
+    Read at each call, so a changed environment applies at once.
 
     Returns
     -------
@@ -67,6 +67,9 @@ def cache_root() -> Path | None:
     hf_home = os.environ.get("HF_HOME", "").strip()
     if hf_home:
         return Path(hf_home).expanduser() / "ess_widgets"
+    hub_cache = os.environ.get("HF_HUB_CACHE", "").strip()
+    if hub_cache:  # beside the hub's own folder
+        return Path(hub_cache).expanduser().parent / "ess_widgets"
     xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
     base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
     return base / "huggingface" / "ess_widgets"
