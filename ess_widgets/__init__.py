@@ -1,6 +1,7 @@
 """ess-widgets: measure how much memory a sequence model really uses (effective state-size)."""
 
 from .adapters import LayerOperators, ModelHandle, builtin_models, load, supported_families
+from .colab import colab_setup
 from .core import (
     DeltaTransition,
     entropy_ess,
@@ -47,4 +48,5 @@ __all__ = [
     "Explorer",
     "show_operator",
     "show_attention",
+    "colab_setup",
 ]

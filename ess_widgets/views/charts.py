@@ -6,7 +6,7 @@ explorer re-thresholds cached spectra and rebuilds these charts on every change.
 The ``*_frame`` helpers return the exact table a chart shows, so the shown values
 can be compared with ``tolerance_ess`` / ``entropy_ess``.
 
-Conventions (see ESS_SPEC.md): ``spectra`` rows are splits ``i = 1 .. L-1``;
+Conventions (see docs/definitions.md): ``spectra`` rows are splits ``i = 1 .. L-1``;
 split ``i`` is the memory right after token ``i-1``.
 
 Examples
