@@ -2,8 +2,11 @@
 
 from .adapters import LayerOperators, ModelHandle, builtin_models, load, supported_families
 from .core import (
+    DeltaTransition,
     entropy_ess,
     ess_bound,
+    normalize_splits,
+    recurrence_bytes,
     recurrence_operator,
     recurrence_spectra,
     spectra,
@@ -30,6 +33,9 @@ __all__ = [
     "spectra_ref",
     "recurrence_spectra",
     "recurrence_operator",
+    "recurrence_bytes",
+    "DeltaTransition",
+    "normalize_splits",
     "tolerance_ess",
     "entropy_ess",
     "ess_bound",

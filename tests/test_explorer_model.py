@@ -55,6 +55,12 @@ def test_views_show_the_models_operators(ex, handle):
     assert ex.token_view.tokens == list(ops.tokens) and ex.token_view.delimiters
 
 
+def test_a_name_reuses_the_loaded_handle(handle):
+    view = Explorer(model="smollm2-135m", text=TEXT, layer=0).wait(600)
+    assert view.error == "" and view.handle is handle
+    view.close()
+
+
 def test_layer_switch_and_hostile_text(ex, handle, tmp_path):
     ex.layer = 4
     ex.wait(600)

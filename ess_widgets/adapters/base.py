@@ -1,15 +1,24 @@
 """What every mixer adapter provides, and the memory estimates they share.
 
 An adapter turns one kind of sequence mixer (``"attention"``, ``"mamba"``,
-``"mamba2"``) into causal operators in three steps:
+``"mamba2"``, ...) into causal operators in three steps:
 
 1. ``recording(layers, store)``: a context manager that, during one forward pass
    of the model, puts what the operators need (attention maps; dt, A, B, C) into
-   ``store[layer_index]``;
+   ``store[layer.key]`` (``layer.key`` is ``(layer index, mixer name)``);
 2. ``operator(record, layer)``: a ``CausalOperator`` from one layer's record, with
    ``C`` operators (heads or channels) of length ``L``;
 3. ``footprint(layer, config, L)``: bytes the capture, the spectra and the dense
    operators need, estimated before anything is allocated.
+
+A new adapter is a subclass in its own module of ``ess_widgets/adapters/`` that
+sets the class attributes below and registers itself at import::
+
+    register_adapter(MyAdapter(), classes=("MyMixer",))
+    register_family("my_model_type", "MyModel", "hybrid")
+
+(``architectures``). ``state_size(layer, config)`` (the recurrence's ``N``; None for
+a dense path) feeds the cost estimates (``estimate``).
 """
 
 from __future__ import annotations
@@ -20,9 +29,19 @@ from dataclasses import dataclass
 from ..operators.base import CausalOperator
 from .architectures import MixerLayer
 
-__all__ = ["Footprint", "MixerAdapter", "GiB", "format_bytes"]
+__all__ = ["Footprint", "MixerAdapter", "GiB", "format_bytes", "recurrence_work_bytes"]
 
 GiB = 2**30
+# recurrence_spectra's working memory is at most this much per chunk of channels.
+_RECURRENCE_CHUNK_BYTES = 256 * 2**20
+
+
+def recurrence_work_bytes(channels: int, L: int, N: int) -> int:
+    """Working memory of ``recurrence_spectra`` on ``channels`` channels of state ``N``:
+    ``2 L N^2`` float64 per channel, in chunks of at most 256 MiB (at least one
+    channel), so a small layer needs little."""
+    per_channel = 2 * L * N * N * 8
+    return max(per_channel, min(_RECURRENCE_CHUNK_BYTES, channels * per_channel))
 
 
 def format_bytes(n: float) -> str:
@@ -58,14 +77,26 @@ class MixerAdapter:
 
     Attributes
     ----------
+    name : str
+        Registry key (``"attention"``, ``"mamba"``, ``"mamba2"``).
+    mixer : str
+        The name of the mixer in its block (``"attention"``, ``"ssm"``,
+        ``"linear_attention"``, ``"conv"``): the table's ``mixer`` column.
     kind : str
-        The mixer kind this adapter handles.
-    channel : str
-        What one operator is: ``"head"`` or ``"channel"``.
+        The operator family (``"softmax_attention"``, ``"selective_ssm"``, ``"ssd"``):
+        the table's ``kind`` column, as ``CausalOperator.kind``.
+    channel_label : str
+        What users call one channel (one operator): ``"head"`` or ``"channel"``.
     """
 
+    name: str = ""
+    mixer: str = ""
     kind: str = ""
-    channel: str = ""
+    channel_label: str = "channel"
+
+    def state_size(self, layer: MixerLayer, config) -> int | None:
+        """``N`` of the recurrence the spectra run through; None for the dense path."""
+        return None
 
     def num_channels(self, layer: MixerLayer, config) -> int:
         """Number of operators ``C`` of the layer."""

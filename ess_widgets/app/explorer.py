@@ -36,8 +36,8 @@ import pandas as pd
 import traitlets
 
 from .. import views
-from ..adapters import DEFAULT_TOL, builtin_models
-from ..core import entropy_ess
+from ..adapters import DEFAULT_TEXT, OperatorHandle, builtin_models
+from ..core import DEFAULT_TOL, entropy_ess
 from ..views._format import tolerance_label, visible_text
 from . import dashboard
 from .dashboard import MEAN, LayerData, OverviewLayer, ViewState
@@ -45,10 +45,6 @@ from .sources import ModelSource, load_handle
 
 __all__ = ["Explorer", "DEFAULT_TEXT", "MEAN"]
 
-DEFAULT_TEXT = (
-    "The capital of France is Paris. It is known for the Eiffel Tower, which was built "
-    "in 1889.\nWhere is the Eiffel Tower? It stands in Paris, next to the river Seine."
-)
 # The first view of a layer should take about this long (seconds of spectra).
 COARSE_SECONDS = 1.0
 # Work between two cancellation checks, and between two redraws while refining.
@@ -201,8 +197,8 @@ class Explorer(widgets.VBox):
                 if not model.strip():
                     raise ValueError("`model` is empty: pass a name such as 'smollm2-135m'.")
                 name = model.strip()
-            elif hasattr(model, "operators") and hasattr(model, "encode"):
-                name = str(getattr(model, "name", "") or type(model).__name__)
+            elif isinstance(model, OperatorHandle):
+                name = str(model.name or type(model).__name__)
                 handles[name] = model
             else:
                 raise TypeError(
@@ -670,6 +666,11 @@ class Explorer(widgets.VBox):
                 f"(0..{source.num_layers - 1})."
             )
         mixers = source.mixers(layer)
+        if not mixers:
+            raise ValueError(
+                f"Layer {layer} has no sequence mixer (an MLP-only block): choose another "
+                f"layer ({[k for k in range(source.num_layers) if source.mixers(k)][:8]} ...)."
+            )
         if mixer not in mixers:
             if strict and mixer:
                 raise ValueError(f"`mixer` {mixer!r} is not in layer {layer}: it has {mixers}.")

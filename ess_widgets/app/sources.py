@@ -14,15 +14,14 @@ returns a ``LayerSource``: what the dashboard needs to start a ``LayerData``
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from ..adapters import load
-from ..core import recurrence_spectra, spectra
+from ..adapters import OperatorHandle, load
+from ..core import spectra
 from .dashboard import LayerData, split_costs
 
 __all__ = ["LayerSource", "ModelSource", "ArraySource", "load_handle", "split_spectra"]
@@ -32,19 +31,17 @@ _GRAM_FLOOR = float(np.sqrt(np.finfo(np.float64).eps))
 
 
 def load_handle(model):
-    """A loaded model for a name, or the handle itself (``ess_widgets.load``).
+    """``ess_widgets.load(model)``: a handle for a name (the same one each time within a
+    process for the built-in models), or the handle itself.
 
-    ``ess_widgets.load`` keeps one handle per name within a process; a handle
-    object (anything with ``operators`` and ``encode``) is used as it is.
+    transformers' per-tensor progress bars are kept out of the notebook output.
     """
-    if hasattr(model, "operators") and hasattr(model, "encode"):
-        return model
-    if not isinstance(model, str):
+    if not isinstance(model, (str, OperatorHandle)):
         raise TypeError(
             "`model` must be a model name (builtin_models(), a hub id, a folder) or a handle "
             f"from ess_widgets.load, got {type(model).__name__}."
         )
-    try:  # transformers' per-tensor progress bars would fill the notebook output
+    try:
         from transformers.utils import logging as hf_logging
     except ImportError:  # pragma: no cover
         hf_logging = None
@@ -59,42 +56,12 @@ def load_handle(model):
 
 
 # ----------------------------------------------------------------------------- spectra
-def _accepts_splits(fn) -> bool:
-    try:
-        return "splits" in inspect.signature(fn).parameters
-    except (TypeError, ValueError):  # pragma: no cover
-        return False
-
-
-_SPECTRA_SPLITS = _accepts_splits(spectra)
-_RECURRENCE_SPLITS = _accepts_splits(recurrence_spectra)
-
-
 def split_spectra(T: torch.Tensor, splits: Sequence[int]) -> torch.Tensor:
     """Singular values of ``T[..., i:, :i]`` for the given splits only: ``(..., n, L // 2)``.
 
-    ``ess_widgets.spectra(T, splits=...)`` where the core has it; otherwise the
-    same path per split (the Gram matrix of the smaller side for inputs less
-    precise than float64, as ``spectra``'s ``"auto"`` picks; an SVD otherwise).
+    ``ess_widgets.spectra(T, splits=...)``: each row equals the full computation's.
     """
-    splits = [int(i) for i in splits]
-    if _SPECTRA_SPLITS:
-        return spectra(T, splits=splits)
-    t = torch.as_tensor(T)
-    gram = torch.finfo(t.dtype).eps > torch.finfo(torch.float64).eps
-    t64 = t.to(torch.float64)
-    L = t.shape[-1]
-    out = t64.new_zeros(*t.shape[:-2], len(splits), L // 2)
-    for row, i in enumerate(splits):
-        block = t64[..., i:, :i]
-        m = min(i, L - i)
-        if gram:
-            g = block.mT @ block if i <= L - i else block @ block.mT
-            s = torch.linalg.eigvalsh(g).flip(-1).clamp_min(0).sqrt()
-        else:
-            s = torch.linalg.svdvals(block)
-        out[..., row, :m] = s[..., :m]
-    return out
+    return spectra(T, splits=[int(i) for i in splits])
 
 
 def _noise_floor(dtype: torch.dtype, structured: bool) -> float:
@@ -173,21 +140,8 @@ class LayerSource:
         )
 
 
-def _operator_spectra(op, splits: list[int], full: dict, key) -> torch.Tensor:
-    """Spectra of a ``CausalOperator`` at ``splits``: with ``splits=`` where the core has
-    it, else the dense path per split, or the structured path once (kept in ``full``)."""
-    if op.recurrence is not None:
-        if _RECURRENCE_SPLITS:
-            return op.spectra(splits=splits)
-        if key not in full:
-            full.clear()  # one channel group at a time
-            full[key] = op.spectra()
-        return full[key][..., [i - 1 for i in splits], :]
-    return split_spectra(op.dense(), splits)
-
-
-def _from_layer_operators(ops, mixer: str | None) -> LayerSource:
-    """A ``LayerSource`` over an adapter's ``LayerOperators``."""
+def _from_layer_operators(ops) -> LayerSource:
+    """A ``LayerSource`` over a handle's ``LayerOperators``."""
     C, L = int(ops.num_channels), len(ops.tokens)
     op = ops.operator
     structured = op.recurrence is not None
@@ -197,22 +151,22 @@ def _from_layer_operators(ops, mixer: str | None) -> LayerSource:
         dtype = b.dtype
     else:
         width = L // 2
-        dtype = torch.float32 if ops.kind == "attention" else torch.float64
-    full: dict = {}
+        dtype = ops.dense(channels=0).dtype
 
     def dense(c: int) -> torch.Tensor:
         return ops.dense(channels=c)[0]
 
     def compute(channels: list[int], splits: list[int]) -> torch.Tensor:
-        index = torch.as_tensor(channels)
-        return _operator_spectra(ops.build(index), splits, full, tuple(channels))
+        # the operator of these channels, not ops.spectra(): its cache would keep a second
+        # copy of every chunk the LayerData already holds
+        return ops.build(torch.as_tensor(channels, dtype=torch.int64)).spectra(splits=splits)
 
     tss = ops.tss
     return LayerSource(
         layer=int(ops.layer),
-        mixer=str(mixer or ops.kind),
-        family=str(op.kind),
-        channel_name=str(ops.channel),
+        mixer=str(ops.mixer),
+        family=str(ops.kind),
+        channel_name=str(ops.channel_label),
         tokens=tuple(str(t) for t in ops.tokens),
         num_channels=C,
         width=width,
@@ -264,36 +218,21 @@ class ModelSource:
         return int(self.handle.num_layers)
 
     def mixers(self, layer: int) -> list[str]:
-        """The mixers of a block (``handle.mixers``), the layer's kind when it has one."""
-        found = getattr(self.handle, "mixers", None)
-        if callable(found):
-            return [str(m) for m in found(layer)]
-        return [str(self.handle.layer_kinds[layer])]
+        """The mixers of a block, in forward order (empty for an MLP-only block)."""
+        return [str(m) for m in self.handle.mixers(layer)]
 
     def _record(self, layer: int, mixer: str):
         key = (layer, mixer)
-        if key in self._ops:
-            return self._ops[key]
-        several = len(self.mixers(layer)) > 1
-        every = getattr(self.handle, "layer_operators", None)
-        if callable(every) and not self._ops:
-            # every layer in as few forward passes as the budget allows, once per text
-            try:
-                recorded = every(self.text)
-            except ValueError:  # too long for all layers at once: this layer only
-                recorded = {}
-            for (k, m), ops in recorded.items():
-                self._ops[(int(k), str(m))] = ops
         if key not in self._ops:
-            if several:
-                self._ops[key] = self.handle.operators(self.text, layer, mixer=mixer)
-            else:
-                self._ops[key] = self.handle.operators(self.text, layer)
+            try:  # every layer in as few forward passes as the budget allows, once per text
+                self._ops.update(self.handle.layer_operators(self.text))
+            except ValueError:  # too long for every layer at once: this block only
+                self._ops = dict(self.handle.layer_operators(self.text, layers=[layer]))
         return self._ops[key]
 
     def layer(self, layer: int, mixer: str) -> LayerSource:
         """The ``LayerSource`` of a layer's mixer (a forward pass the first time)."""
-        return _from_layer_operators(self._record(int(layer), str(mixer)), mixer)
+        return _from_layer_operators(self._record(int(layer), str(mixer)))
 
 
 class ArraySource:

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from ..core import DEFAULT_TOL
 from .explorer import Explorer
 from .sources import ArraySource
 
@@ -19,7 +20,7 @@ def show_operator(
     T,
     tokens=None,
     *,
-    tol: float = 1e-3,
+    tol: float = DEFAULT_TOL,
     relative: bool = False,
     split: int | None = None,
     head: int = 0,
@@ -69,7 +70,7 @@ def show_attention(
     attentions,
     tokens=None,
     *,
-    tol: float = 1e-3,
+    tol: float = DEFAULT_TOL,
     relative: bool = False,
     split: int | None = None,
     layer: int = 0,

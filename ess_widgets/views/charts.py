@@ -29,6 +29,8 @@ import numpy as np
 import pandas as pd
 
 from ..core import tolerance_ess as _tolerance_ess
+from ..core import tolerance_mask as _tolerance_mask
+from ..core import tolerance_threshold as _tolerance_threshold
 from ._format import SPLIT_TITLE, display_token, format_number, to_numpy, tolerance_label
 
 __all__ = [
@@ -78,8 +80,7 @@ def enable_offline() -> None:
 def tolerance_threshold(singular_values, tol: float, relative: bool = False) -> float:
     """The cut a singular value must exceed: ``tol``, or ``tol * sigma_1`` when relative."""
     s = to_numpy(singular_values, "singular_values", ndim=(1,))
-    tol = float(tol)
-    return tol * float(s.max(initial=0.0)) if relative else tol
+    return float(_tolerance_threshold(s[None], tol, relative=relative)[0])
 
 
 def spectrum_frame(singular_values, *, tol: float, relative: bool = False) -> pd.DataFrame:
@@ -90,13 +91,13 @@ def spectrum_frame(singular_values, *, tol: float, relative: bool = False) -> pd
     """
     s = np.sort(to_numpy(singular_values, "singular_values", ndim=(1,)))[::-1]
     _check_nonnegative(s, "singular_values")
-    threshold = tolerance_threshold(s, tol, relative)
+    above = _tolerance_mask(s[None], tol, relative=relative)[0]
     keep = s > 0
     return pd.DataFrame(
         {
             "rank": np.arange(1, len(s) + 1)[keep],
             "sigma": s[keep],
-            "above": s[keep] > threshold,
+            "above": above[keep],
         }
     )
 
@@ -223,9 +224,7 @@ def spectrum_chart(
     s = to_numpy(singular_values, "singular_values", ndim=(1,))
     _check_nonnegative(s, "singular_values")
     frame = spectrum_frame(s, tol=tol, relative=relative)
-    count = int(
-        _tolerance_ess(np.ascontiguousarray(np.sort(s)[::-1])[None, :], tol, relative=relative)[0]
-    )
+    count = int(_tolerance_ess(s[None], tol, relative=relative)[0])
     threshold = tolerance_threshold(s, tol, relative)
     where = f" at split i={split}" if split is not None else ""
     subtitle = [
