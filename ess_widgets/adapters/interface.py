@@ -113,10 +113,12 @@ class Capture:
 def _check_max_seconds(value):
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(
-            f"`max_seconds` must be a number of seconds > 0 or None (no limit), got {value!r}."
+            f"`max_seconds` must be a number of seconds or None (no limit), got {value!r}."
         )
+    if not value > 0:
+        raise ValueError(f"`max_seconds` must be > 0 (or None for no limit), got {value!r}.")
     return float(value)
 
 
