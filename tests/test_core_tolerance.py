@@ -139,9 +139,17 @@ def test_numpy_path_checks_like_the_torch_path(s, error, match):
         tolerance_ess(s, 0.1)
 
 
-def test_integer_spectra_are_read_as_floats():
-    assert tolerance_ess(np.array([[3, 1, 0]]), 0.5).tolist() == [2]
-    assert tolerance_threshold(np.array([[3, 1, 0]]), 0.5, relative=True).tolist() == [1.5]
+def test_integer_and_bool_spectra_are_read_as_float64():
+    ints = np.array([[3, 1, 0]])
+    assert tolerance_ess(ints, 0.5).tolist() == [2]
+    assert tolerance_threshold(ints, 0.5, relative=True).tolist() == [1.5]
+    cut = tolerance_threshold(ints, 0.5)
+    assert cut.dtype == np.float64 and cut.tolist() == [0.5]
+    cut = tolerance_threshold(np.array([[True, False]]), 0.5)
+    assert cut.dtype == np.float64 and cut.tolist() == [0.5]
+    assert tolerance_ess(np.array([[True, False]]), 0.5).tolist() == [1]
+    assert tolerance_threshold(np.array([[2, 1]], dtype=np.uint8), 0.5).tolist() == [0.5]
+    assert tolerance_threshold(np.ones((1, 2), dtype=np.float32), 0.5).dtype == np.float32
 
 
 # --- the rule's users: app and views call the core ----------------------------------------
@@ -192,3 +200,22 @@ def test_default_tol_is_defined_once_and_used():
     for function in (Explorer.__init__, show_operator, show_attention):
         assert inspect.signature(function).parameters["tol"].default is DEFAULT_TOL
     assert Explorer.class_traits()["tol"].default_value == DEFAULT_TOL
+
+
+def test_the_cut_is_compared_in_the_dtype_of_the_spectra():
+    # float32(0.1) > 0.1 in float64, but not in float32: both paths compare in float32.
+    s32 = np.array([[np.float32(0.1), 0.05]], dtype=np.float32)
+    assert tolerance_ess(s32, 0.1).tolist() == [0]
+    assert tolerance_ess(torch.from_numpy(s32), 0.1).tolist() == [0]
+    assert tolerance_threshold(s32, 0.1).dtype == np.float32
+    assert tolerance_threshold(torch.from_numpy(s32), 0.1).dtype == torch.float32
+    # 0.1 + 1e-12 > 0.1 in float64, not against the float32 rounding of 0.1 (0.10000000149).
+    s64 = np.array([[0.1 + 1e-12, 0.05]])
+    assert tolerance_ess(s64, 0.1).tolist() == [1]
+    assert tolerance_ess(torch.from_numpy(s64), 0.1).tolist() == [1]
+    assert tolerance_threshold(torch.from_numpy(s64), 0.1).dtype == torch.float64
+    # relative: sigma_1 of a row whose values are all below 1 (no floor at 1 or 0 matters)
+    s = np.array([[0.5, 0.25, 0.1]])
+    assert tolerance_threshold(s, 0.5, relative=True).tolist() == [0.25]
+    assert tolerance_ess(s, 0.5, relative=True).tolist() == [1]
+    assert tolerance_ess(torch.from_numpy(s), 0.5, relative=True).tolist() == [1]
