@@ -80,6 +80,11 @@ def test_known_values_and_ties():
     empty = np.zeros((2, 0))
     assert tolerance_ess(empty, 0.1, relative=True).tolist() == [0, 0]
     assert tolerance_threshold(torch.zeros(2, 0), 0.1, relative=True).tolist() == [0.0, 0.0]
+    for rows in (np.zeros((2, 3, 0)), torch.zeros(2, 3, 0)):  # no singular values at all
+        assert np.asarray(tolerance_threshold(rows, 0.1, relative=True)).shape == (2, 3)
+        assert tolerance_ess(rows, 0.1, relative=True).tolist() == [[0, 0, 0]] * 2
+    no_splits = torch.zeros(2, 0, 4)
+    assert tolerance_ess(no_splits, 0.1, relative=True).shape == (2, 0)
     # A list is read as numpy.
     assert tolerance_ess([[3.0, 1.0, 1e-9]], 1e-6).tolist() == [2]
 

@@ -123,7 +123,7 @@ def _as_numpy(x, name: str) -> np.ndarray:
         raise TypeError(f"`{name}` must be real, got complex dtype {a.dtype}.")
     if a.dtype.kind not in ("f", "i", "u", "b"):  # floats, ints, unsigned ints, bools
         raise TypeError(f"`{name}` must hold numbers, got dtype {a.dtype}.")
-    return a if a.dtype.kind == "f" else a.astype(np.float64)
+    return a if a.dtype.kind == "f" else np.asarray(a, dtype=np.float64)
 
 
 def check_spectra(spectra, name: str = "spectra", *, keep_numpy: bool = False):

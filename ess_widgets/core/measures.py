@@ -37,7 +37,7 @@ def _threshold(s, tau: float, relative: bool):
             return tau * s.max(-1, initial=0.0)
         return np.full(s.shape[:-1], tau, dtype=s.dtype)
     if not relative:
-        return torch.full(s.shape[:-1], tau, dtype=s.dtype, device=s.device)
+        return s.new_full(s.shape[:-1], tau)  # the dtype and device of s
     if s.shape[-1] == 0:
         return s.new_zeros(s.shape[:-1])
     return tau * s.amax(-1)
