@@ -121,10 +121,31 @@ def test_relative_accepts_numpy_bools_and_is_keyword_only(function):
         assert inspect.signature(function).parameters[name].kind is inspect.Parameter.KEYWORD_ONLY
 
 
-@pytest.mark.parametrize("tol", ["0.1", b"0.1", True, None, [0.1]])
-def test_tol_must_be_a_number(tol):
-    with pytest.raises(TypeError, match="`tol` must be a number"):
+@pytest.mark.parametrize(
+    "tol, kind",
+    [
+        ("0.1", "str '0.1'"),
+        (b"0.1", "bytes"),
+        (True, "bool True"),
+        (None, "NoneType"),
+        ([0.1], "list"),
+    ],
+)
+def test_tol_must_be_a_number(tol, kind):
+    with pytest.raises(TypeError, match=f"`tol` must be a number, got {kind}"):
         tolerance_ess(torch.ones(3, 2), tol)
+
+
+@pytest.mark.parametrize("function", [tolerance_ess, tolerance_mask, tolerance_threshold])
+def test_absolute_by_default(function):
+    s = np.array([[4.0, 1.0, 0.25]])
+    assert inspect.signature(function).parameters["relative"].default is False
+    np.testing.assert_array_equal(
+        np.asarray(function(s, 0.5)), np.asarray(function(s, 0.5, relative=False))
+    )
+    assert not np.array_equal(
+        np.asarray(function(s, 0.5)), np.asarray(function(s, 0.5, relative=True))
+    )
 
 
 @pytest.mark.parametrize(
