@@ -152,11 +152,11 @@ def test_absolute_by_default(function):
     "s, error, match",
     [
         (np.array([[1.0, np.nan]]), ValueError, "`spectra` contains 1 NaN"),
-        (np.array([[1.0, -1.0]]), ValueError, "negative"),
+        (np.array([[1.0, -1.0]]), ValueError, "^`spectra` holds negative"),
         (np.array([1.0, 2.0]), ValueError, r"shape \(\.\.\., L-1, K\)"),
-        (np.array([[1 + 1j]]), TypeError, "real"),
-        (np.array([["a"]]), TypeError, "numbers"),
-        ([[1.0], [1.0, 2.0]], TypeError, "rectangular"),
+        (np.array([[1 + 1j]]), TypeError, "^`spectra` must be real"),
+        (np.array([["a"]]), TypeError, "^`spectra` must hold numbers"),
+        ([[1.0], [1.0, 2.0]], TypeError, "^`spectra` must be a rectangular"),
     ],
     ids=["nan", "negative", "1d", "complex", "strings", "ragged"],
 )
