@@ -18,6 +18,7 @@ from hypothesis.extra import numpy as hnp
 
 from ess_widgets.core import (
     DEFAULT_TOL,
+    entropy_ess,
     tolerance_ess,
     tolerance_mask,
     tolerance_threshold,
@@ -245,3 +246,13 @@ def test_the_cut_is_compared_in_the_dtype_of_the_spectra():
     assert tolerance_threshold(s, 0.5, relative=True).tolist() == [0.25]
     assert tolerance_ess(s, 0.5, relative=True).tolist() == [1]
     assert tolerance_ess(torch.from_numpy(s), 0.5, relative=True).tolist() == [1]
+
+
+@pytest.mark.parametrize("measure", [tolerance_ess, lambda s, tol: entropy_ess(s)])
+def test_torch_path_errors_name_spectra(measure):
+    with pytest.raises(ValueError, match=r"^`spectra` contains 1 NaN and 0 Inf"):
+        measure(torch.tensor([[1.0, float("nan")]]), 0.1)
+    with pytest.raises(TypeError, match=r"^`spectra` must be a torch.Tensor or numpy array"):
+        measure("abc", 0.1)
+    with pytest.raises(TypeError, match=r"^`spectra` must be real"):
+        measure(torch.ones(2, 2, dtype=torch.complex64), 0.1)
