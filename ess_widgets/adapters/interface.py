@@ -76,6 +76,8 @@ class MixerSpec:
         ``N`` of the recurrence the spectra run through; None for the dense path.
     footprint : callable
         ``footprint(L) -> Footprint``: bytes at sequence length ``L``.
+    transition : str
+        The recurrence's ``A``: ``"diagonal"``, ``"dense"`` or ``"delta"``.
     """
 
     layer: int
@@ -85,6 +87,7 @@ class MixerSpec:
     num_channels: int
     state_size: int | None
     footprint: Callable[[int], Footprint]
+    transition: str = "diagonal"
 
     @property
     def key(self) -> tuple[int, str]:
@@ -371,7 +374,10 @@ class OperatorHandle:
 
     def _estimate(self, specs, L, splits, budget) -> dict:
         split_list = check_splits(splits, L)
-        per = {s.key: _estimate.seconds(L, split_list, s.num_channels, s.state_size) for s in specs}
+        per = {
+            s.key: _estimate.seconds(L, split_list, s.num_channels, s.state_size, s.transition)
+            for s in specs
+        }
         batches = self._batches(specs, L, budget) if specs else []
         held = 0
         for batch in batches:

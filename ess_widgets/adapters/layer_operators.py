@@ -28,11 +28,11 @@ def check_relative(relative) -> bool:
 
 
 def check_splits(splits, L: int) -> list[int]:
-    """The requested splits as a list of ints in ``1 .. L-1`` (``core.normalize_splits``).
+    """The requested splits as a list of ints in ``1 .. L-1`` (``None``: every split).
 
-    ``None``: every split. A sequence of ints (in the order given), a range or a
-    slice, or an int stride ``k >= 1`` (splits ``1, 1 + k, ...``, always with
-    ``L - 1``).
+    The core's ``normalize_splits``: a sequence of ints (in the order given), a
+    range or a slice of ``1 .. L-1``, or an int stride ``k >= 1`` (splits ``1,
+    1 + k, 1 + 2k, ...``, always with ``L - 1``).
 
     Raises
     ------
@@ -47,7 +47,9 @@ def check_splits(splits, L: int) -> list[int]:
     >>> check_splits(range(2, 6), 10)
     [2, 3, 4, 5]
     """
-    return normalize_splits(splits, L)
+    if splits is None:
+        return list(range(1, L))
+    return list(normalize_splits(splits, L))
 
 
 def _channel_index(channels, C: int) -> torch.Tensor:
@@ -218,7 +220,7 @@ class LayerOperators:
             op, _ = self._selected(channels)
             if every:
                 self._cache[key] = op.spectra(**kwargs)
-            else:  # only the requested blocks are computed
+            else:
                 self._cache[key] = op.spectra(splits=chosen, **kwargs)
         return self._cache[key]
 

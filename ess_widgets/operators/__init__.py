@@ -17,7 +17,11 @@ from .linear_attention import (
     weighted_linear_attention,
 )
 from .lti import lti, lti_simulate, random_lti
+from .mlstm import mlstm, mlstm_ref
+from .rglru import rg_lru, rg_lru_ref
+from .short_convolution import gated_short_convolution, gated_short_convolution_ref
 from .ssm import selective_scan_ref, selective_ssm, ssd, ssd_ref
+from .wkv import wkv4, wkv4_ref
 
 __all__ = [
     "CausalOperator",
@@ -39,4 +43,12 @@ __all__ = [
     "convolution_ref",
     "gated_delta_rule",
     "gated_delta_rule_ref",
+    "wkv4",
+    "wkv4_ref",
+    "rg_lru",
+    "rg_lru_ref",
+    "gated_short_convolution",
+    "gated_short_convolution_ref",
+    "mlstm",
+    "mlstm_ref",
 ]
