@@ -10,7 +10,7 @@ TORCH_PIN ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install browser demo report test lint bench clean
+.PHONY: install browser demo report test lint bench dist mutation clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -48,5 +48,20 @@ bench: install
 	$(PY) benchmarks/bench_core.py
 	$(PY) benchmarks/bench_adapters.py
 
+# The wheel in dist/, built by hatchling (in the test extra; no build isolation, no download).
+dist: install
+	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation -w dist .
+
+# Mutation testing of ess_widgets/core and ess_widgets/operators (mutmut; config in
+# pyproject.toml [tool.mutmut]). CPU heavy, not part of CI: see docs/mutation.md.
+# MUTANTS="ess_widgets.core.*" narrows the run (default: both packages).
+# One OpenMP thread: mutants run in processes forked after torch is imported, where a
+# second OpenMP pool deadlocks (every mutant then times out).
+MUTANTS ?=
+mutation: install
+	$(PY) -m pip install --quiet -e ".[mutation]"
+	cd $(CURDIR) && env -u PYTHONPATH OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m mutmut run --max-children $${MUTATION_JOBS:-2} $(MUTANTS)
+	$(PY) -m mutmut results
+
 clean:
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) build dist *.egg-info mutants

@@ -6,6 +6,7 @@ nothing (speed goals are not tests). Usage::
     python benchmarks/bench_core.py            # the issue's sizes
     python benchmarks/bench_core.py --quick    # small sizes, a few seconds
     python benchmarks/bench_core.py --device cuda
+    python benchmarks/bench_core.py --only splits   # one part: dense, structured, splits, gpu
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import platform
 import time
+from functools import partial
 
 import torch
 
@@ -82,10 +84,56 @@ def bench_structured(channels, L, N, naive_channels, device):
     )
 
 
+def bench_splits(heads, L, stride, device):
+    """``spectra(T, splits=range(1, L, stride))`` against every split, both methods."""
+    T32 = causal_attention(heads, L, torch.Generator().manual_seed(2)).to(device)
+    subset = range(1, L, stride)
+    rows = [i - 1 for i in subset]
+    for method, T in (("gram", T32), ("svd", T32.double())):
+        spectra(T[:1, :8, :8], method=method, device=device)  # warm-up
+        cpu_0 = time.process_time()
+        full, t_full = timed(partial(spectra, T, method=method, device=device), device)
+        cpu_1 = time.process_time()
+        part, t_part = timed(
+            partial(spectra, T, splits=subset, method=method, device=device), device
+        )
+        cpu_2 = time.process_time()
+        same = torch.equal(part, full[..., rows, :])
+        # CPU seconds of this process too: on a shared machine wall time is noisy.
+        print(
+            f"splits {heads} heads x L={L}, method={method}: all {L - 1} splits {t_full:6.2f} s "
+            f"| {len(subset)} splits (stride {stride}) {t_part:5.2f} s | ratio "
+            f"{t_full / t_part:4.1f}x wall, {(cpu_1 - cpu_0) / (cpu_2 - cpu_1):4.1f}x CPU time "
+            f"(ideal {(L - 1) / len(subset):.1f}x) | bit-equal rows: {same}"
+        )
+
+
+def bench_gpu(heads, L):
+    """The batched Gram path on CUDA against the CPU path of the same machine."""
+    if not torch.cuda.is_available():
+        print("gpu: no CUDA device here, skipped")
+        return
+    cuda = torch.device("cuda")
+    T = causal_attention(heads, L, torch.Generator().manual_seed(3))  # float32: Gram path
+    spectra(T[:1, :40, :40], device=cuda)  # warm-up: context, cuSOLVER handles
+    on_cpu, t_cpu = timed(partial(spectra, T, device="cpu"), cuda)
+    on_gpu, t_gpu = timed(partial(spectra, T, device=cuda), cuda)
+    sigma_1 = on_cpu[..., :1].amax()
+    significant = on_cpu >= 1e-6 * sigma_1
+    deviation = (on_gpu.cpu() - on_cpu).abs()
+    print(
+        f"gpu    {heads} heads x L={L} (float32 in, Gram path): CPU ({torch.get_num_threads()} "
+        f"threads) {t_cpu:6.2f} s | CUDA batched {t_gpu:6.2f} s | ratio {t_cpu / t_gpu:5.1f}x | "
+        f"max |diff| {float(deviation[significant].max() / sigma_1):.1e} sigma_1 above "
+        f"1e-6 sigma_1, {float(deviation.max() / sigma_1):.1e} overall"
+    )
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if any)")
+    parser.add_argument("--only", choices=["dense", "structured", "splits", "gpu"], default=None)
     args = parser.parse_args()
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
@@ -93,12 +141,20 @@ def main():
         f"device {device} ({name or platform.machine()}), torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads"
     )
-    if args.quick:
-        bench_dense(heads=4, L=128, device=device)
-        bench_structured(channels=16, L=256, N=16, naive_channels=2, device=device)
-    else:
-        bench_dense(heads=12, L=512, device=device)
-        bench_structured(channels=64, L=1024, N=16, naive_channels=2, device=device)
+    parts = [args.only] if args.only else ["dense", "structured", "splits", "gpu"]
+    if "dense" in parts:
+        bench_dense(heads=4 if args.quick else 12, L=128 if args.quick else 512, device=device)
+    if "structured" in parts:
+        if args.quick:
+            bench_structured(channels=16, L=256, N=16, naive_channels=2, device=device)
+        else:
+            bench_structured(channels=64, L=1024, N=16, naive_channels=2, device=device)
+    if "splits" in parts:
+        bench_splits(
+            heads=2 if args.quick else 4, L=128 if args.quick else 512, stride=8, device=device
+        )
+    if "gpu" in parts:
+        bench_gpu(heads=12, L=256 if args.quick else 1024)
 
 
 if __name__ == "__main__":

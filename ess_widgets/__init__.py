@@ -1,9 +1,13 @@
 """ess-widgets: measure how much memory a sequence model really uses (effective state-size)."""
 
 from .adapters import LayerOperators, ModelHandle, builtin_models, load, supported_families
+from .colab import colab_setup
 from .core import (
+    DeltaTransition,
     entropy_ess,
     ess_bound,
+    normalize_splits,
+    recurrence_bytes,
     recurrence_operator,
     recurrence_spectra,
     spectra,
@@ -40,6 +44,9 @@ __all__ = [
     "spectra_ref",
     "recurrence_spectra",
     "recurrence_operator",
+    "recurrence_bytes",
+    "DeltaTransition",
+    "normalize_splits",
     "tolerance_ess",
     "entropy_ess",
     "ess_bound",
@@ -51,6 +58,7 @@ __all__ = [
     "Explorer",
     "show_operator",
     "show_attention",
+    "colab_setup",
     "sweep",
     "read_sweep",
     "CorpusExplorer",

@@ -267,28 +267,75 @@ def test_selective_ssm_closed_form_entry():
     assert math.isclose(float(T[c, i, j]), float(expected), rel_tol=1e-12)
 
 
+def ssd_loops(u, dt, A, B, C, groups=None):
+    """The SSD recurrence with explicit loops over samples, heads, time and state.
+
+    Written from ``h_t = exp(dt_t A_h) h_(t-1) + dt_t B_t u_t``, ``y_t = C_t . h_t``
+    per head, reading ``B``, ``C`` in their own layout: ``(..., L, N)`` shared by all
+    heads, or ``(..., L, G, N)`` with head ``h`` in group ``h // (H // G)``
+    (``groups=G``; ``G = H``: one per head). Returns ``y`` ``(..., L, H)`` and the
+    operators ``T`` ``(..., H, L, L)`` built entry by entry from the same formula.
+    """
+    *batch, L, H = dt.shape
+    N = B.shape[-1]
+    y = torch.zeros(*batch, L, H, dtype=F64)
+    T = torch.zeros(*batch, H, L, L, dtype=F64)
+    for index in np.ndindex(*batch):
+
+        def proj(X, t, h, n, index=index):
+            if groups is None:
+                return float(X[index][t, n])
+            return float(X[index][t, h // (H // groups), n])
+
+        for h in range(H):
+            state = [0.0] * N
+            for t in range(L):
+                step = float(dt[index][t, h])
+                decay = math.exp(step * float(A[h]))
+                for n in range(N):
+                    state[n] = decay * state[n] + step * proj(B, t, h, n) * float(u[index][t, h])
+                y[index][t, h] = sum(proj(C, t, h, n) * state[n] for n in range(N))
+                for j in range(t + 1):
+                    log_decay = float(A[h]) * float(dt[index][j + 1 : t + 1, h].sum())
+                    T[index][h, t, j] = (
+                        sum(proj(C, t, h, n) * proj(B, j, h, n) for n in range(N))
+                        * math.exp(log_decay)
+                        * float(dt[index][j, h])
+                    )
+    return y, T
+
+
 @pytest.mark.parametrize(
-    ("batch", "L", "H", "N", "per_head"),
+    ("batch", "L", "H", "N", "groups"),
     [
-        pytest.param((), 8, 2, 3, False, id="L8xH2xN3-shared"),
-        pytest.param((2,), 16, 3, 4, False, id="B2xL16xH3xN4-shared"),
-        pytest.param((2,), 16, 3, 4, True, id="B2xL16xH3xN4-per-head"),
+        pytest.param((), 8, 2, 3, None, id="L8xH2xN3-shared"),
+        pytest.param((2,), 10, 3, 4, None, id="B2xL10xH3xN4-shared"),
+        pytest.param((2,), 10, 3, 4, 3, id="B2xL10xH3xN4-per-head"),
+        pytest.param((), 9, 4, 2, 2, id="L9xH4xN2-groups2"),
     ],
 )
-def test_ssd(batch, L, H, N, per_head):
+def test_ssd(batch, L, H, N, groups):
     g = gen(9)
     dt = uniform(g, 0.05, 0.6, *batch, L, H)
     A = -uniform(g, 0.2, 2.0, H)
-    shape = (*batch, L, H, N) if per_head else (*batch, L, N)
+    shape = (*batch, L, N) if groups is None else (*batch, L, groups, N)
     B, C = randn(g, *shape), randn(g, *shape)
     u = randn(g, *batch, L, H)
-    op = ssd(dt, A, B, C)
+    # The builder takes one B, C per head: repeat each group for its heads.
+    if groups is None:
+        B_in, C_in = B, C
+    else:
+        B_in, C_in = (X.repeat_interleave(H // groups, dim=-2) for X in (B, C))
+    op = ssd(dt, A, B_in, C_in)
     T = op.dense()
+    y_loop, T_loop = ssd_loops(u, dt, A, B, C, groups)
     assert op.kind == "ssd" and T.shape == (*batch, H, L, L)
+    assert_close(T, T_loop)
     y = (T @ u.mT[..., None])[..., 0].mT
-    assert_close(y, ssd_ref(u, dt, A, B, C))
+    assert_close(y, y_loop)
+    assert_close(ssd_ref(u, dt, A, B_in, C_in), y_loop)
     assert all(x.shape == (*batch, H, L, N) for x in op.recurrence)
-    assert_close(recurrence_operator(*op.recurrence), T)
+    assert_close(recurrence_operator(*op.recurrence), T_loop)
     assert_structured_spectra(op)
     assert torch.equal(op.tss, torch.full((L - 1,), N))
 
@@ -630,6 +677,56 @@ BAD_INPUT = [
         r"`h` \(2,\), `u` \(3,\)",
         id="conv-ref-batch",
     ),
+    # Empty heads, channels or features: a ValueError naming the argument, not an empty
+    # operator or a third-party error further down.
+    pytest.param(
+        lambda: linear_attention(torch.ones(0, 8, 4), torch.ones(0, 8, 4)),
+        ValueError,
+        r"`q` is empty: shape \(0, 8, 4\) has size 0 in dimension\(s\) \[0\]",
+        id="la-no-heads",
+    ),
+    pytest.param(
+        lambda: softmax_attention(torch.ones(8, 4), torch.ones(8, 0)),
+        ValueError,
+        r"`k` is empty",
+        id="attn-k-d0",
+    ),
+    pytest.param(
+        lambda: selective_ssm(torch.ones(8, 0), -torch.ones(0, 3), ONES, ONES),
+        ValueError,
+        r"`dt` is empty.*dimension\(s\) \[1\]",
+        id="s6-no-channels",
+    ),
+    pytest.param(
+        lambda: ssd(torch.ones(8, 2), -torch.ones(2), torch.ones(8, 0), torch.ones(8, 0)),
+        ValueError,
+        r"`B` is empty",
+        id="ssd-N0",
+    ),
+    pytest.param(
+        lambda: convolution(torch.ones(0, 3), 8),
+        ValueError,
+        r"`h` is empty.*dimension\(s\) \[0\]",
+        id="conv-no-channels",
+    ),
+    pytest.param(
+        lambda: attention_operator(torch.zeros(0, 8, 8), window=3),
+        ValueError,
+        r"`weights` is empty",
+        id="maps-no-heads",
+    ),
+    pytest.param(
+        lambda: lti(torch.ones(0, 0), torch.ones(0), torch.ones(0), 8),
+        ValueError,
+        r"`A` is empty",
+        id="lti-n0",
+    ),
+    pytest.param(
+        lambda: gated_linear_attention(*_qk(d=3), torch.ones(8, 0)),
+        ValueError,
+        r"`gate` is empty",
+        id="gla-gate-empty",
+    ),
 ]
 
 
@@ -640,12 +737,125 @@ def test_bad_input_raises_naming_the_argument(call, error, match):
 
 
 def test_public_api():
+    import importlib
+    import inspect
+
     import ess_widgets.operators as ops
 
+    modules = ["attention", "base", "convolution", "linear_attention", "lti", "ssm"]
+    exported = set()
+    for name in modules:
+        module = importlib.import_module(f"ess_widgets.operators.{name}")
+        for public in module.__all__:
+            # every public name of a family module is exported by the package, as itself
+            assert getattr(ops, public) is getattr(module, public), public
+        exported |= set(module.__all__)
+    assert set(ops.__all__) == exported
+    assert len(ops.__all__) == len(set(ops.__all__))
     for name in ops.__all__:
-        assert hasattr(ops, name), name
         obj = getattr(ops, name)
-        assert obj.__doc__, f"{name} has no docstring"
-    assert isinstance(np.float64(0.5), float)  # numpy scalars pass as python floats
-    op = weighted_linear_attention(*_qk(), np.float64(0.5))
-    assert op.recurrence[0].dtype == F64
+        doc = inspect.getdoc(obj) or ""
+        assert doc, f"{name} has no docstring"
+        if inspect.isfunction(obj) and inspect.signature(obj).parameters:
+            assert "Parameters" in doc or "Returns" in doc, f"{name}: no numpy-style sections"
+    # Every builder returns a CausalOperator (the one type the rest of the package reads).
+    q, k = _qk()
+    built = [
+        ops.softmax_attention(q, k),
+        ops.linear_attention(q, k),
+        ops.weighted_linear_attention(q, k, 0.5),
+        ops.gated_linear_attention(q, k, torch.full((8, 4), 0.5, dtype=F64)),
+        ops.selective_ssm(**_s6()),
+        ops.ssd(torch.ones(8, 2), -torch.ones(2), ONES, ONES),
+        ops.lti(*ops.random_lti(2, seed=0), 8),
+        ops.convolution(torch.ones(3), 8),
+        ops.attention_operator(torch.tril(torch.ones(8, 8))),
+    ]
+    assert all(isinstance(op, ops.CausalOperator) and op.length == 8 for op in built)
+
+
+@pytest.mark.parametrize("decay", [np.float64(0.5), np.float32(0.5), 0.5, torch.tensor(0.5)])
+def test_scalar_decays_of_any_kind(decay):
+    q, k = _qk()
+    op = weighted_linear_attention(q, k, decay)
+    assert op.recurrence[0].dtype == F64  # a scalar does not change the inputs' dtype
+    assert_close(op.dense(), weighted_linear_attention(q, k, 0.5).dense(), rtol=0)
+    op32 = weighted_linear_attention(q.float(), k.float(), decay)
+    assert op32.recurrence[0].dtype == torch.float32 and op32.dense().dtype == torch.float32
+
+
+# ---------------------------------------------------------------- operators too large to build
+
+L_HUGE = 10**6
+
+
+def _huge(builder):
+    """One operator of every family at L = 10**6 (its inputs: a few MB)."""
+    ones = torch.ones(L_HUGE, 1)
+    return {
+        "softmax": lambda: softmax_attention(torch.ones(2, L_HUGE, 1), torch.ones(2, L_HUGE, 1)),
+        "linear": lambda: linear_attention(torch.ones(2, L_HUGE, 1), torch.ones(2, L_HUGE, 1)),
+        "gla": lambda: gated_linear_attention(ones, ones, torch.full((L_HUGE, 1), 0.5)),
+        "s6": lambda: selective_ssm(torch.full((L_HUGE, 2), 0.1), -torch.ones(2, 1), ones, ones),
+        "ssd": lambda: ssd(torch.full((L_HUGE, 2), 0.1), -torch.ones(2), ones, ones),
+        "lti": lambda: lti(*random_lti(2, seed=0, dtype=torch.float32), L_HUGE),
+        "conv": lambda: convolution(torch.ones(3, 4), L_HUGE),
+    }[builder]()
+
+
+@pytest.mark.parametrize("builder", ["softmax", "linear", "gla", "s6", "ssd", "lti", "conv"])
+def test_dense_refuses_what_cannot_fit_before_allocating(builder):
+    op = _huge(builder)
+    with pytest.raises(
+        ValueError,
+        match=r"\.dense\(\): a dense operator of shape \(.*1000000, "
+        r"1000000\).* needs [\d,]+ bytes .*more than this machine's",
+    ):
+        op.dense()
+    with pytest.raises(ValueError, match="spectra"):
+        op.dense()
+    if op.recurrence is None:  # spectra() goes through dense(): refused the same way
+        with pytest.raises(ValueError, match="needs"):
+            op.spectra()
+
+
+def test_dense_size_check_counts_batch_and_dtype(monkeypatch):
+    from ess_widgets.core import _validation
+
+    q, k = torch.ones(3, 10, 2), torch.ones(1, 10, 2, dtype=F64)  # promoted to float64
+    cases = [
+        (linear_attention(q, k), 3 * 10 * 10 * 8),
+        (softmax_attention(q.float(), k.float()), 3 * 10 * 10 * 4),
+        (convolution(torch.ones(2, 5, 3), 10), 2 * 5 * 10 * 10 * 4),
+        (lti(*random_lti(2, seed=0), 10), 10 * 10 * 8),
+    ]
+    for op, nbytes in cases:
+        monkeypatch.setattr(_validation, "physical_memory", lambda n=nbytes: n)
+        assert op.dense().numel() * op.dense().element_size() == nbytes  # fits exactly
+        monkeypatch.setattr(_validation, "physical_memory", lambda n=nbytes: n - 1)
+        with pytest.raises(ValueError, match=f"needs {nbytes:,} bytes"):
+            op.dense()
+    # Maps that already exist are handed out without a check.
+    monkeypatch.setattr(_validation, "physical_memory", lambda: 1)
+    maps = torch.tril(torch.ones(2, 6, 6))
+    assert attention_operator(maps).dense() is maps
+
+
+def test_declared_layout_wins_over_the_recurrence(monkeypatch):
+    from ess_widgets.core import _validation
+
+    op = linear_attention(torch.ones(2, 6, 3), torch.ones(2, 6, 3))
+    wide = CausalOperator(
+        kind="custom",
+        length=6,
+        tss=op.tss,
+        recurrence=op.recurrence,
+        dense_fn=op.dense_fn,
+        batch_shape=(5,),
+        dtype=torch.float16,
+    )
+    monkeypatch.setattr(_validation, "physical_memory", lambda: 5 * 36 * 2 - 1)
+    with pytest.raises(ValueError, match=r"custom\.dense\(\).*\(5, 6, 6\) in torch.float16"):
+        wide.dense()
+    unknown = CausalOperator(kind="maps", length=6, tss=op.tss, dense_fn=op.dense_fn)
+    assert unknown.dense().shape == (2, 6, 6)  # no layout known: not checked

@@ -10,10 +10,30 @@ import torch
 
 
 def resolve_device(device=None) -> torch.device:
-    """CUDA when available, else the CPU; ``device`` overrides."""
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """CUDA when available, else the CPU; ``device`` overrides.
+
+    Raises a ValueError naming ``device`` for a name torch does not know, and for
+    a CUDA device on a machine (or torch build) without CUDA.
+    """
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(
+            f"`device` must be a torch device such as 'cpu' or 'cuda', got {device!r}."
+        ) from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"`device` = {device!r} asks for CUDA, but CUDA is not available here (no GPU, "
+            "or a CPU-only torch build). Use device='cpu' or device=None."
+        )
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(
+            f"`device` = {device!r} does not exist: this machine has "
+            f"{torch.cuda.device_count()} CUDA device(s)."
+        )
+    return dev
 
 
 def resolve_dtype(dtype=None) -> torch.dtype:

@@ -1,47 +1,70 @@
-"""Singular values of every split block ``T[i:, :i]`` of a dense causal operator.
+"""Singular values of split blocks ``T[i:, :i]`` of a dense causal operator.
 
 Two ways to the same numbers:
 
 - ``spectra_ref``: the readable reference, one ``svdvals`` per split.
 - ``spectra``: the fast path. ``method="svd"`` runs the same SVDs in parallel;
   ``method="gram"`` takes eigenvalues of the smaller Gram matrix of each block
-  (``H^T H`` left of the middle, ``H H^T`` right of it), both Gram sequences
-  built by rank-one updates in O(L^3) instead of O(L^4).
+  (``H^T H`` left of the middle, ``H H^T`` right of it), chained from the
+  middle outwards by small matrix products (O(L^3) for all of them).
 
-Shapes: ``T`` is ``(..., L, L)``; results are ``(..., L-1, K)`` with
-``K = L // 2``, row ``i-1`` holding the singular values of ``T[..., i:, :i]``
-in descending order, zero-padded past ``min(i, L-i)``.
+Shapes: ``T`` is ``(..., L, L)``; results are ``(..., S, K)`` with ``K = L // 2``
+and one row per requested split (all ``L - 1`` by default, row ``i-1`` holding
+the singular values of ``T[..., i:, :i]``), descending, zero-padded past
+``min(i, L-i)``.
 """
 
 from __future__ import annotations
 
 import torch
 
+from . import _batched
 from ._compute import resolve_device, resolve_dtype, split_workers
-from ._validation import check_operator
+from ._validation import as_tensor, check_operator
+from .splits import normalize_splits
 
 __all__ = ["spectra", "spectra_ref"]
 
 METHODS = ("auto", "svd", "gram")
 
 
-def _prepare(T, dtype, device, check_causal):
-    t = check_operator(T, "T", check_causal=check_causal)
+def _prepare(T, dtype, device, check_causal, method=None):
+    t = as_tensor(T, "T")
+    # An empty batch has nothing above the diagonal (and amax of nothing fails).
+    t = check_operator(t, "T", check_causal=check_causal and t.numel() > 0)
     out_device = t.device
-    # The per-split solves are small and latency-bound: measured on an H100 machine,
-    # 12 heads x L=512 took 5.8 s on the GPU and 0.5 s on its 16 CPU cores.
-    dev = torch.device("cpu") if device is None else resolve_device(device)
     dt = resolve_dtype(dtype)
+    if device is not None:
+        dev = resolve_device(device)
+    elif method == "gram" and t.numel() > 0:
+        dev = _default_device(t)
+    else:
+        # The per-split SVDs are small and latency-bound: measured on an H100 machine,
+        # 12 heads x L=512 took 5.8 s on the GPU and 0.5 s on its 16 CPU cores.
+        dev = torch.device("cpu")
     return t, t.to(device=dev, dtype=dt), out_device
 
 
-def spectra_ref(T, *, dtype=None, device=None, check_causal=True) -> torch.Tensor:
-    """Singular values of every split, one plain SVD per split (reference).
+def _default_device(t: torch.Tensor) -> torch.device:
+    """The CPU, unless CUDA is here and a cached measurement says it wins at this size."""
+    L = t.shape[-1]
+    heads = t.numel() // (L * L)
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    if _batched.work_of(heads, L) <= _batched.work_of(*_batched._CALIBRATION[0]):
+        return torch.device("cpu")  # too small to be worth a calibration
+    return _batched.pick_device(heads, L)
+
+
+def spectra_ref(T, *, splits=None, dtype=None, device=None, check_causal=True) -> torch.Tensor:
+    """Singular values of the splits, one plain SVD per split (reference).
 
     Parameters
     ----------
     T : torch.Tensor or numpy.ndarray, shape (..., L, L)
         Causal operators (lower triangular), rows are outputs, columns inputs.
+    splits : optional
+        Which splits, as in ``spectra``; all by default.
     dtype : torch.dtype, optional
         Precision of the SVD; float64 by default.
     device : str or torch.device, optional
@@ -51,40 +74,64 @@ def spectra_ref(T, *, dtype=None, device=None, check_causal=True) -> torch.Tenso
 
     Returns
     -------
-    torch.Tensor, shape (..., L-1, L // 2)
-        Row ``i-1`` holds ``svdvals(T[..., i:, :i])``, zero-padded.
+    torch.Tensor, shape (..., S, L // 2)
+        Row ``j`` holds ``svdvals(T[..., i:, :i])`` for ``i = splits[j]``
+        (row ``i-1`` by default), zero-padded.
     """
     _, t, out_device = _prepare(T, dtype, device, check_causal)
     L = t.shape[-1]
-    out = t.new_zeros(*t.shape[:-2], L - 1, L // 2)
-    for i in range(1, L):
-        out[..., i - 1, : min(i, L - i)] = torch.linalg.svdvals(t[..., i:, :i])
+    chosen = normalize_splits(splits, L)
+    out = t.new_zeros(*t.shape[:-2], len(chosen), L // 2)
+    for row, i in enumerate(chosen):
+        if t.numel():
+            out[..., row, : min(i, L - i)] = torch.linalg.svdvals(t[..., i:, :i])
     return out.to(out_device)
 
 
-def spectra(T, *, method="auto", dtype=None, device=None, check_causal=True) -> torch.Tensor:
-    """Singular values of every split block ``T[..., i:, :i]``.
+def spectra(
+    T, *, splits=None, method="auto", dtype=None, device=None, check_causal=True
+) -> torch.Tensor:
+    """Singular values of the split blocks ``T[..., i:, :i]``.
 
     Parameters
     ----------
     T : torch.Tensor or numpy.ndarray, shape (..., L, L)
         Causal operators (lower triangular): rows are outputs, columns inputs.
-        Leading dimensions (heads, channels, batch) are kept.
+        Leading dimensions (heads, channels, batch) are kept; an empty batch gives
+        an empty result.
+    splits : None, int, range, slice or sequence of int, optional
+        Which splits ``i`` to compute (see ``normalize_splits``): ``None`` for all
+        ``1 .. L-1``, an int ``k`` for every k-th split (always with ``L - 1``),
+        or the splits themselves, in the order wanted. Each row equals the row of
+        the same split in the full computation bit for bit on the CPU (same path,
+        same precision; the batched CUDA path to rounding), and the cost grows
+        with the number of splits asked (``method="gram"`` also chains every 8th
+        Gram matrix from the middle to the furthest split asked: O(L^3) matrix
+        products, about the cost of one or two middle splits' eigenvalues).
     method : {"auto", "svd", "gram"}, default "auto"
         ``"svd"``: an SVD of every block, exact to the working precision.
         ``"gram"``: eigenvalues of the smaller Gram matrix of every block; about
         3x faster, with an absolute error near ``sqrt(eps) * sigma_1`` (1.5e-8
-        ``sigma_1`` in float64), so values far below that are noise.
+        ``sigma_1`` in float64), so values far below that are noise. ``T`` is
+        scaled by a power of two (exact) before squaring, so entries near the
+        ends of the float range (1e-200, 1e300) neither underflow nor overflow.
         ``"auto"`` picks ``"gram"`` when ``T`` has less precision than the
         working dtype (float32 input, float64 work): the input's own rounding
         (6e-8 ``sigma_1``) then dominates the Gram error. Otherwise ``"svd"``.
     dtype : torch.dtype, optional
         Working precision; float64 by default.
     device : str or torch.device, optional
-        Where to compute. The CPU by default, also for CUDA input: one small
-        solve per split is latency-bound on a GPU (12 heads x L=512: 5.8 s on an
-        H100, 0.5 s on its 16 CPU cores). ``device="cuda"`` opts in. The result
-        is returned on the device of ``T`` (the CPU for numpy input).
+        Where to compute. ``None``: the CPU, also for CUDA input, except for the
+        Gram path when CUDA is available and a one-time measurement says the GPU
+        is faster at this size (two small problems timed on both devices once per
+        process; the CPU modelled as ``gamma * heads * L^4`` seconds, the GPU as
+        ``alpha + beta * heads * L^4``). On CUDA the Gram path groups the
+        Gram matrices by size (zero-padded by at most 1/8) and solves each group
+        as one batch; one small solve per split is latency-bound there (12 heads
+        x L=512: 5.8 s on an H100 one at a time, 0.5 s on its 16 CPU cores). The
+        SVD path stays one solve per split on any device. ``device="cuda"`` opts
+        in (a ValueError when CUDA is not available). The result is returned on
+        the device of ``T`` (the CPU for numpy input).
     check_causal : bool, default True
         Raise a ValueError when ``T`` has entries above the diagonal, which usually
         means a transposed or bidirectional operator. ``False`` reads only the
@@ -92,14 +139,24 @@ def spectra(T, *, method="auto", dtype=None, device=None, check_causal=True) -> 
 
     Returns
     -------
-    torch.Tensor, shape (..., L-1, L // 2)
-        Row ``i-1`` holds the singular values of ``T[..., i:, :i]``, sorted
-        descending, zero-padded past ``min(i, L-i)``; dtype is the working dtype.
+    torch.Tensor, shape (..., S, L // 2)
+        ``S = len(splits)`` (``L - 1`` by default). Row ``j`` holds the singular
+        values of ``T[..., i:, :i]`` for ``i = splits[j]`` (row ``i - 1`` by
+        default), sorted descending, zero-padded past ``min(i, L-i)``; dtype is
+        the working dtype.
+
+    Raises
+    ------
+    ValueError
+        Bad ``T`` (shape, NaN/Inf, not causal), ``splits``, ``method`` or
+        ``device``; and singular values that overflow the working dtype (they are
+        never returned as Inf or NaN).
 
     See Also
     --------
     spectra_ref : the one-SVD-per-split reference this function is tested against.
     recurrence_spectra : the same numbers for a recurrence, without forming T.
+    normalize_splits : the accepted forms of ``splits``.
     tolerance_ess, entropy_ess : ESS from these spectra.
 
     Examples
@@ -111,23 +168,75 @@ def spectra(T, *, method="auto", dtype=None, device=None, check_causal=True) -> 
     tensor([2.2361, 2.8284, 3.0000, 2.8284, 2.2361], dtype=torch.float64)
     >>> spectra(T).shape
     torch.Size([5, 3])
+    >>> spectra(T, splits=[3, 1])[:, 0]
+    tensor([3.0000, 2.2361], dtype=torch.float64)
     """
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
-    original, t, out_device = _prepare(T, dtype, device, check_causal)
     if method == "auto":
-        lower_precision = torch.finfo(original.dtype).eps > torch.finfo(t.dtype).eps
+        given = as_tensor(T, "T")
+        lower_precision = torch.finfo(given.dtype).eps > torch.finfo(resolve_dtype(dtype)).eps
         method = "gram" if lower_precision else "svd"
+    _, t, out_device = _prepare(T, dtype, device, check_causal, method)
     L = t.shape[-1]
-    out = t.new_zeros(*t.shape[:-2], L - 1, L // 2)
+    chosen = normalize_splits(splits, L)
+    out = t.new_zeros(*t.shape[:-2], len(chosen), L // 2)
+    if t.numel() == 0:
+        return out.to(out_device)
+    rows: dict[int, list[int]] = {}
+    for row, i in enumerate(chosen):
+        rows.setdefault(i, []).append(row)
+    scale_exponent = None
     if method == "svd":
-        work, items = _svdvals, ((i, t[..., i:, :i]) for i in range(1, L))
+        work, items = _svdvals, ((i, t[..., i:, :i]) for i in sorted(rows))
     else:
-        work, items = _sqrt_eigvalsh, _gram_matrices(t)
-    with split_workers(t.device) as imap:
-        for i, s in imap(work, items):
-            out[..., i - 1, : min(i, L - i)] = s
+        # An exact power-of-two scaling puts max |T| in [0.5, 1): squares then
+        # neither underflow (1e-200) nor overflow (1e300).
+        scale_exponent = torch.frexp(t.abs().amax(dim=(-2, -1))).exponent
+        scaled = times_pow2(t, -scale_exponent[..., None, None])
+        work, items = _sqrt_eigvalsh, _gram_items(scaled, set(rows))
+    if method == "gram" and _batched.use_batched(t.device):
+        # One batched eigensolve per size class instead of one solve per split.
+        results = _batched.batched_gram_spectra(
+            _gram_sides(scaled, set(rows)),
+            L,
+            t.shape[:-2],
+            _batched.cuda_eigvalsh,
+            t.dtype,
+            t.device,
+        )
+        _fill(out, rows, L, results)
+    else:
+        with split_workers(t.device) as imap:
+            _fill(out, rows, L, imap(work, items))
+    if scale_exponent is not None:
+        out = times_pow2(out, scale_exponent[..., None, None])
+    check_finite_result(out, "T")
     return out.to(out_device)
+
+
+def _fill(out, rows, L, results):
+    for i, s in results:
+        for row in rows[i]:
+            out[..., row, : min(i, L - i)] = s
+
+
+def times_pow2(x: torch.Tensor, exponent: torch.Tensor) -> torch.Tensor:
+    """``x * 2**exponent``, exact; in two factors so that neither overflows."""
+    half = torch.div(exponent, 2, rounding_mode="floor")
+    two = torch.tensor(2.0, dtype=x.dtype, device=x.device)
+    return x * two.pow(half) * two.pow(exponent - half)
+
+
+def check_finite_result(out: torch.Tensor, name: str, hint: str = "") -> None:
+    """Never return Inf or NaN singular values: raise a ValueError naming ``name``."""
+    if bool(torch.isfinite(out).all()):
+        return
+    raise ValueError(
+        f"The singular values of `{name}` are not finite in {out.dtype} "
+        f"({int((~torch.isfinite(out)).sum())} of {out.numel()} values overflow). "
+        + (hint or f"Rescale `{name}` (ESS is scale-free) or compute in float64.")
+    )
 
 
 def _svdvals(item):
@@ -135,37 +244,96 @@ def _svdvals(item):
     return i, torch.linalg.svdvals(block)
 
 
+# Gram matrices of every GRAM_STEP-th split are chained from the middle outwards;
+# the others are built from the nearest one nearer the middle by one small matmul.
+GRAM_STEP = 8
+
+
 def _sqrt_eigvalsh(item):
-    i, gram = item
+    i, gram = _build_gram(item)
     # eigvalsh sorts ascending; rounding can push zero eigenvalues slightly negative.
     return i, torch.linalg.eigvalsh(gram).flip(-1).clamp_min(0).sqrt()
 
 
-def _gram_matrices(t: torch.Tensor):
-    """Yield ``(i, gram)``, the smaller Gram matrix of ``t[..., i:, :i]``, for every split.
+def _build_gram(item):
+    """``(i, gram)`` from an item of ``_gram_items``."""
+    i, base, block = item
+    if block is None:
+        return i, base
+    if block.shape[-1] == i:  # left of the middle: H^T H, i x i
+        return i, base + block.mT @ block
+    return i, base + block @ block.mT
 
-    Left of the middle (i <= L - i) it is ``H^T H`` (i x i); it gains one row of
-    ``T`` as i decreases, so it is built from the middle down. Right of the middle
-    it is ``H H^T`` ((L-i) x (L-i)); it loses a row and gains a column of ``T`` as
-    i increases. Only additions, so no cancellation. Each yielded matrix is a copy.
+
+def _gram_items(t: torch.Tensor, wanted=None):
+    """Yield ``(i, base, block)``: the smaller Gram matrix of ``t[..., i:, :i]`` is
+    ``base + block^T block`` (left) or ``base + block block^T`` (right); ``block``
+    is None when ``base`` is the Gram matrix itself (``_build_gram`` adds them).
+
+    Left of the middle (i <= L - i) the Gram matrix is ``G_i = H^T H`` (i x i):
+    ``G_i = G_c[:i, :i] + T[i:c, :i]^T T[i:c, :i]`` for any ``c > i``. Right of it
+    it is ``R_i = H H^T`` ((L-i) x (L-i)): ``R_i = R_r[i-r:, i-r:] + T[i:, r:i]
+    T[i:, r:i]^T`` for any ``r < i``. Every ``GRAM_STEP``-th split (counted from the
+    middle) is chained from the previous one that way; every other split is built
+    from the chained one next to it nearer the middle. Only additions, so no
+    cancellation, and all matrix products (BLAS 3).
+
+    ``wanted`` (a set of splits; all by default) only selects what is yielded and
+    how far the chains run: each split's Gram matrix comes from the same
+    operations on the same numbers whatever is wanted, so it is the same to the bit.
     """
+    left, right = _gram_sides(t, wanted)
+    yield from left
+    yield from right
+
+
+def _gram_sides(t: torch.Tensor, wanted=None):
+    """``(left, right)``: the items of ``_gram_items`` left and right of the middle,
+    two generators, each with matrix sizes descending."""
+    L = t.shape[-1]
+    wanted = set(range(1, L)) if wanted is None else set(wanted)
+    return _left_items(t, wanted), _right_items(t, wanted)
+
+
+def _left_items(t, wanted):
+    """From the middle down: chained G_c at c = half, half - step, ..."""
     L = t.shape[-1]
     half = L // 2  # last split with i <= L - i
-    # 1. left: G_i = sum_{r >= i} T[r, :i]^T T[r, :i], from i = half down to 1.
+    step = GRAM_STEP
+    left = [i for i in wanted if i <= half]
+    if not left:
+        return
     head = t[..., half:, :half]
-    g = head.mT @ head
-    yield half, g.clone()
-    for i in range(half - 1, 0, -1):
-        row = t[..., i, :i]
-        g = g[..., :i, :i].addcmul_(row[..., :, None], row[..., None, :])
-        yield i, g.clone()
-    # 2. right: R_i = T[i:, :i] T[i:, :i]^T, from i = half + 1 up to L - 1.
-    if half + 1 > L - 1:
+    g, c = head.mT @ head, half
+    while True:
+        if c in wanted:
+            yield c, g, None
+        for i in range(c - 1, max(c - step, 0), -1):
+            if i in wanted:
+                yield i, g[..., :i, :i], t[..., i:c, :i]
+        if c - step < min(left):
+            return
+        block = t[..., c - step : c, : c - step]
+        g, c = g[..., : c - step, : c - step] + block.mT @ block, c - step
+
+
+def _right_items(t, wanted):
+    """From the middle up: chained R_r at r = half + 1, half + 1 + step, ..."""
+    L = t.shape[-1]
+    half = L // 2
+    step = GRAM_STEP
+    right = [i for i in wanted if i > half]
+    if not right:
         return
     block = t[..., half + 1 :, : half + 1]
-    r = block @ block.mT
-    yield half + 1, r.clone()
-    for i in range(half + 2, L):
-        col = t[..., i:, i - 1]
-        r = r[..., 1:, 1:].addcmul_(col[..., :, None], col[..., None, :])
-        yield i, r.clone()
+    r_gram, r = block @ block.mT, half + 1
+    while True:
+        if r in wanted:
+            yield r, r_gram, None
+        for i in range(r + 1, min(r + step, L)):
+            if i in wanted:
+                yield i, r_gram[..., i - r :, i - r :], t[..., i:, r:i]
+        if r + step > max(right):
+            return
+        block = t[..., r + step :, r : r + step]
+        r_gram, r = r_gram[..., step:, step:] + block @ block.mT, r + step

@@ -6,18 +6,37 @@ expected, what was received, and how to fix it (the same habit as the core).
 
 from __future__ import annotations
 
+import numbers
 import operator
 
+import numpy as np
 import torch
 
 from ..core._validation import as_tensor, check_finite
 
 
-def tensor(x, name: str) -> torch.Tensor:
-    """``x`` as a finite floating tensor, or an error naming ``name``."""
+def tensor(x, name: str, *, allow_empty: bool = False) -> torch.Tensor:
+    """``x`` as a finite, non-empty floating tensor, or an error naming ``name``."""
     t = as_tensor(x, name)
     check_finite(t, name)
+    if not allow_empty:
+        check_nonempty(t, name)
     return t
+
+
+def check_nonempty(t: torch.Tensor, name: str) -> None:
+    """Raise unless every dimension of ``t`` has at least one entry.
+
+    An empty head, channel or feature axis would give an operator with nothing in
+    it (or a third-party error further down); say so at once.
+    """
+    if t.numel() == 0:
+        empty = [d for d, n in enumerate(t.shape) if n == 0]
+        raise ValueError(
+            f"`{name}` is empty: shape {tuple(t.shape)} has size 0 in dimension(s) "
+            f"{empty}. Pass at least one entry along every dimension (one head or "
+            "channel, one feature)."
+        )
 
 
 def tensor_like(x, name: str, like: torch.Tensor) -> torch.Tensor:
@@ -25,7 +44,8 @@ def tensor_like(x, name: str, like: torch.Tensor) -> torch.Tensor:
 
     So ``decay=0.9`` next to float32 inputs stays float32 instead of upcasting them.
     """
-    if isinstance(x, (int, float)) and not isinstance(x, bool):
+    if isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_)):
+        # numpy scalars too: np.float32(0.5) is no float, but it is a number.
         t = torch.tensor(float(x), dtype=like.dtype, device=like.device)
         check_finite(t, name)
         return t

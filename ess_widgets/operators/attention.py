@@ -15,7 +15,15 @@ import operator
 import torch
 
 from ..core._validation import CAUSAL_RTOL, check_operator
-from ._common import batch_shape, check_length_of, check_ndim, check_size, promote, tensor
+from ._common import (
+    batch_shape,
+    check_length_of,
+    check_ndim,
+    check_nonempty,
+    check_size,
+    promote,
+    tensor,
+)
 from .base import CausalOperator
 
 __all__ = ["softmax_attention", "attention_operator", "softmax_attention_ref"]
@@ -116,7 +124,7 @@ def softmax_attention(q, k, *, window=None, scale=None) -> CausalOperator:
     >>> op.tss
     tensor([1, 2, 3])
     """
-    q, k, L, _ = _check_qk(q, k)
+    q, k, L, batch = _check_qk(q, k)
     w = _check_window(window)
     s = _check_scale(scale, q.shape[-1])
 
@@ -132,6 +140,8 @@ def softmax_attention(q, k, *, window=None, scale=None) -> CausalOperator:
         tss=_attention_tss(L, w, q.device),
         recurrence=None,
         dense_fn=dense,
+        batch_shape=tuple(batch),
+        dtype=q.dtype,
     )
 
 
@@ -163,6 +173,7 @@ def attention_operator(weights, *, window=None) -> CausalOperator:
     (3, tensor([1, 2]))
     """
     t = check_operator(weights, "weights")
+    check_nonempty(t, "weights")
     L = t.shape[-1]
     w = _check_window(window)
     if w is not None:

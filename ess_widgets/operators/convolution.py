@@ -11,17 +11,27 @@ from __future__ import annotations
 
 import torch
 
-from ._common import batch_shape, check_length, check_ndim, full_tss, promote, tensor, toeplitz
+from ._common import (
+    batch_shape,
+    check_length,
+    check_ndim,
+    check_nonempty,
+    full_tss,
+    promote,
+    tensor,
+    toeplitz,
+)
 from .base import CausalOperator
 
 __all__ = ["convolution", "convolution_ref"]
 
 
 def _check_kernel(h) -> torch.Tensor:
-    h = tensor(h, "h")
+    h = tensor(h, "h", allow_empty=True)
     check_ndim(h, "h", 1, "(..., k)")
     if h.shape[-1] < 1:
         raise ValueError(f"`h` must hold a kernel of length k >= 1, got shape {tuple(h.shape)}.")
+    check_nonempty(h, "h")
     return h
 
 
@@ -73,6 +83,7 @@ def convolution(h, L) -> CausalOperator:
         length=L,
         tss=full_tss(L, k - 1, h.device),
         recurrence=recurrence,
+        transition="dense",
         dense_fn=lambda: toeplitz(h, L),
     )
 

@@ -83,6 +83,7 @@ def _operator(kind, q, k, a, batch, L, dense) -> CausalOperator:
         length=L,
         tss=full_tss(L, d_k, q.device),
         recurrence=recurrence,
+        transition="diagonal",
         dense_fn=dense,
     )
 

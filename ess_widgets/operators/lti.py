@@ -136,6 +136,7 @@ def lti(A, B, C, L, *, D=0.0) -> CausalOperator:
         length=L,
         tss=full_tss(L, n, A.device),
         recurrence=recurrence,
+        transition="dense",
         dense_fn=dense,
     )
 

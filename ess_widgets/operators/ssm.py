@@ -138,6 +138,7 @@ def selective_ssm(dt, A, B, C) -> CausalOperator:
         length=L,
         tss=full_tss(L, N, dt.device),
         recurrence=(a.expand(shape), b.expand(shape), c.expand(shape)),
+        transition="diagonal",
         dense_fn=dense,
     )
 
@@ -216,6 +217,7 @@ def ssd(dt, A, B, C) -> CausalOperator:
         length=L,
         tss=full_tss(L, N, dt.device),
         recurrence=(a.expand(shape), b.expand(shape), C.expand(shape)),
+        transition="diagonal",
         dense_fn=dense,
     )
 
