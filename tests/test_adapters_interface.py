@@ -139,6 +139,9 @@ def test_work_over_max_seconds_is_refused_with_the_options(gpt2):
     assert len(gpt2.ess_table(IDS, max_seconds=None, progress=False)) == 2 * 2 * 23
     with pytest.raises(TypeError, match="max_seconds"):
         gpt2.ess_table(IDS, max_seconds="1", progress=False)
+    for bad in (0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="max_seconds"):
+            gpt2.ess_table(IDS, max_seconds=bad, progress=False)
 
 
 def test_long_work_is_announced(gpt2, monkeypatch, caplog):

@@ -343,5 +343,5 @@ def test_measures_reject_bad_spectra():
         tolerance_ess(-torch.ones(3, 2), 0.1)
     with pytest.raises(ValueError, match="`L` must be at least 2"):
         ess_bound(1)
-    with pytest.raises(TypeError, match="`L` must be an int"):
+    with pytest.raises(TypeError, match="`L` must be an int, got float"):
         ess_bound(3.5)

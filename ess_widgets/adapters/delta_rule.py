@@ -64,6 +64,7 @@ class _DeltaRuleAdapter(MixerAdapter):
 
     mixer = "linear_attention"
     channel_label = "head"
+    transition = "delta"  # the cost model of estimate (DeltaTransition)
     functions: tuple[str, str] = ("", "")  # chunked, recurrent
     per_channel_decay = False
 

@@ -22,6 +22,7 @@ are the two subclasses.
 from __future__ import annotations
 
 import operator
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import ClassVar
@@ -53,6 +54,9 @@ DEFAULT_TEXT = (
     "in 1889.\nWhere is the Eiffel Tower? It stands in Paris, next to the river Seine."
 )
 DEFAULT_MAX_SECONDS = 30 * 60.0
+# One recording forward pass at a time: hooks and patched scan functions are shared
+# state (a background thread of the explorer may record while another call does).
+_CAPTURE_LOCK = threading.RLock()
 _DEFAULT = object()
 
 
@@ -109,10 +113,12 @@ class Capture:
 def _check_max_seconds(value):
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(
-            f"`max_seconds` must be a number of seconds > 0 or None (no limit), got {value!r}."
+            f"`max_seconds` must be a number of seconds or None (no limit), got {value!r}."
         )
+    if not value > 0:
+        raise ValueError(f"`max_seconds` must be > 0 (or None for no limit), got {value!r}.")
     return float(value)
 
 
@@ -147,6 +153,10 @@ class OperatorHandle:
     def _capture(self, ids: torch.Tensor, specs: list[MixerSpec]) -> dict:
         """Run the model once on ``ids`` ``(L,)``; ``{spec.key: Capture}`` of ``specs``."""
         raise NotImplementedError
+
+    def _captured(self, ids: torch.Tensor, specs: list[MixerSpec]) -> dict:
+        with _CAPTURE_LOCK:
+            return self._capture(ids, specs)
 
     def _text_ids(self, text: str):
         """Token ids of a text (the tokenizer's by default)."""
@@ -467,7 +477,7 @@ class OperatorHandle:
             max_seconds,
             f"operators(layer={spec.layer}).spectra()",
         )
-        capture = self._capture(enc.ids, [spec])[spec.key]
+        capture = self._captured(enc.ids, [spec])[spec.key]
         return self._layer_ops(enc, spec, capture, budget, None if splits is None else split_list)
 
     def layer_operators(
@@ -488,7 +498,7 @@ class OperatorHandle:
         self._check_memory(specs, L, budget)
         out = {}
         for batch in self._batches(specs, L, budget):
-            captures = self._capture(enc.ids, batch)
+            captures = self._captured(enc.ids, batch)
             for spec in batch:
                 out[spec.key] = self._layer_ops(enc, spec, captures[spec.key], budget, None)
         return out
@@ -571,7 +581,7 @@ class OperatorHandle:
         desc = f"ESS ({est['seconds']:.0f} s estimated)" if est["seconds"] > 30 else "ESS"
         with tqdm(total=total, desc=desc, unit="channel", disable=not show) as bar:
             for batch in self._batches(specs, L, budget):
-                captures = self._capture(enc.ids, batch)
+                captures = self._captured(enc.ids, batch)
                 for spec in batch:
                     ops = self._layer_ops(enc, spec, captures.pop(spec.key), budget, split_list)
                     bar.set_postfix_str(f"layer {spec.layer} {spec.mixer}", refresh=False)

@@ -41,9 +41,9 @@ from .architectures import check_supported
 from .builtin_cache import load_gguf_cached
 from .handle import ModelHandle
 from .interface import OperatorHandle
-from .mqar import MQARHandle, is_mqar_name, load_mqar
+from .mqar import MQARHandle
 
-__all__ = ["load", "builtin_models"]
+__all__ = ["load", "builtin_models", "load_mqar", "is_mqar_name"]
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
@@ -183,6 +183,19 @@ def _load_hub(name, tokenizer, dtype, device, trust_remote_code, kwargs):
     except OSError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise _not_found(name, f"could not be loaded from the hub ({first})") from None
+
+
+def load_mqar(name: str, *, device=None, memory_budget: int | None = None) -> MQARHandle:
+    """``MQARHandle`` of a shipped model (``mqar_model_names()``), on the CPU by default."""
+    handle = MQARHandle.from_name(name, memory_budget=memory_budget)
+    if device is not None:
+        handle.model.to(device)
+    return handle
+
+
+def is_mqar_name(name) -> bool:
+    """Whether ``name`` is a shipped MQAR model."""
+    return isinstance(name, str) and name.startswith("mqar-") and name in mqar_model_names()
 
 
 @functools.lru_cache(maxsize=4)
