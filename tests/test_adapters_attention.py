@@ -78,7 +78,8 @@ def test_dense_equals_the_models_attention_weights(family_model):
     H = model.config.num_attention_heads
     for layer in range(2):
         ops = handle.operators(ids, layer)
-        assert ops.kind == "attention" and ops.channel == "head"
+        assert ops.mixer == "attention" and ops.kind == "softmax_attention"
+        assert ops.channel_label == "head"
         dense = ops.dense()
         assert dense.shape == (H, 14, 14)  # one map per query head, GQA included
         torch.testing.assert_close(dense, reference[layer][0], rtol=0, atol=1e-6)
@@ -123,6 +124,7 @@ def test_ess_table_is_tidy_and_bounded():
     L = len(text.split())
     assert list(table.columns) == [
         "layer",
+        "mixer",
         "kind",
         "channel",
         "split",
@@ -133,7 +135,7 @@ def test_ess_table_is_tidy_and_bounded():
         "tss",
     ]
     assert len(table) == 2 * 4 * (L - 1)
-    assert set(table["kind"]) == {"attention"}
+    assert set(table["mixer"]) == {"attention"} and set(table["kind"]) == {"softmax_attention"}
     assert (table["tolerance_ess"] <= table["bound"]).all()
     assert (table["tolerance_ess"] <= table["tss"]).all()
     assert (table["entropy_ess"] <= table["bound"] + 1e-9).all()

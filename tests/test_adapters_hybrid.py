@@ -58,7 +58,7 @@ CONFIGS = {
         num_experts_per_tok=1,
     ),
 }
-SSM_KIND = {"jamba": "mamba", "bamba": "mamba2", "granitemoehybrid": "mamba2"}
+SSM_KIND = {"jamba": "selective_ssm", "bamba": "ssd", "granitemoehybrid": "ssd"}
 
 
 def tiny_model(family: str):
@@ -78,10 +78,10 @@ def hybrid(request):
 
 
 def test_layer_kinds_follow_the_config(hybrid):
-    family, model = hybrid
+    _, model = hybrid
     handle = adapters.load(model)
-    ssm = SSM_KIND[family]
-    assert handle.layer_kinds == [ssm, "attention", ssm]
+    assert handle.layer_kinds == ["ssm", "attention", "ssm"]
+    assert handle.mixers(1) == ["attention"] and handle.mlp_only_layers == []
     assert handle.family in adapters.supported_families()["hybrid"]
 
 
@@ -92,7 +92,7 @@ def test_attention_layer_equals_the_models_weights(hybrid):
         out = model(ids[None], output_attentions=True, use_cache=False)
     assert len(out.attentions) == 1  # only the attention layer records maps
     ops = adapters.load(model).operators(ids, 1)
-    assert ops.kind == "attention"
+    assert ops.mixer == "attention" and ops.kind == "softmax_attention"
     torch.testing.assert_close(ops.dense(), out.attentions[0][0], rtol=0, atol=1e-6)
 
 
@@ -100,10 +100,10 @@ def test_attention_layer_equals_the_models_weights(hybrid):
 def test_ssm_layers_equal_their_own_scan(hybrid, layer, monkeypatch):
     family, model = hybrid
     handle = adapters.load(model)
-    mixer = handle._layers[layer].module
+    mixer = handle.mixer_layer(layer).module
     module = sys.modules[type(mixer).__module__]
     kind = SSM_KIND[family]
-    name = "mamba_selective_scan" if kind == "mamba" else "mamba2_chunk_scan"
+    name = "mamba_selective_scan" if kind == "selective_ssm" else "mamba2_chunk_scan"
     original = getattr(module, name)
     current, seen = [None], {}
 
@@ -121,7 +121,7 @@ def test_ssm_layers_equal_their_own_scan(hybrid, layer, monkeypatch):
     ops = handle.operators(ids, layer)
     assert ops.kind == kind
     T = ops.dense()
-    if kind == "mamba":  # u (D, L), output (D, L): one operator per channel
+    if kind == "selective_ssm":  # u (D, L), output (D, L): one operator per channel
         y = (T @ seen["u"][:, :, None]).squeeze(-1)
     else:  # u (L, H, P), output (L, H, P): one operator per head
         y = torch.einsum("hij,jhp->ihp", T, seen["u"])
@@ -136,6 +136,8 @@ def test_hybrid_ess_table_has_both_kinds(hybrid):
     family, model = hybrid
     table = adapters.load(model).ess_table(list(range(1, 17)), tol=1e-6, progress=False)
     kinds = table.groupby("layer", observed=True)["kind"].first().tolist()
-    assert kinds == [SSM_KIND[family], "attention", SSM_KIND[family]]
+    assert kinds == [SSM_KIND[family], "softmax_attention", SSM_KIND[family]]
+    mixers = table.groupby("layer", observed=True)["mixer"].first().tolist()
+    assert mixers == ["ssm", "attention", "ssm"]
     assert (table["tolerance_ess"] <= table[["bound", "tss"]].min(axis=1)).all()
-    assert set(table.attrs["channel"]) == {SSM_KIND[family], "attention"}
+    assert set(table.attrs["channel_label"]) == {SSM_KIND[family], "softmax_attention"}

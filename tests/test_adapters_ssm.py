@@ -90,10 +90,11 @@ def test_mamba_dense_times_u_is_the_scan_output(family, layer, monkeypatch):
     monkeypatch.setattr(module, "mamba_selective_scan", spy)
 
     handle = adapters.load(model)
-    assert handle.layer_kinds == ["mamba", "mamba"]
+    assert handle.layer_kinds == ["ssm", "ssm"]
     ops = handle.operators(token_ids(), layer)
     d_inner = model.config.intermediate_size
-    assert ops.kind == "mamba" and ops.channel == "channel" and ops.num_channels == d_inner
+    assert ops.mixer == "ssm" and ops.kind == "selective_ssm"
+    assert ops.channel_label == "channel" and ops.num_channels == d_inner
     T = ops.dense()
     assert T.shape == (d_inner, 20, 20) and T.dtype == torch.float64
     u = seen["u"]
@@ -132,7 +133,8 @@ def test_mamba2_dense_times_u_is_the_norm_input(layer, monkeypatch):
     handle = adapters.load(model)
     ops = handle.operators(token_ids(), layer)
     H, P = model.config.num_heads, model.config.head_dim
-    assert ops.kind == "mamba2" and ops.channel == "head" and ops.num_channels == H
+    assert ops.mixer == "ssm" and ops.kind == "ssd"
+    assert ops.channel_label == "head" and ops.num_channels == H
     T = ops.dense()  # (H, L, L)
     assert T.shape == (H, 20, 20)
     u = ops.record["u"].double()  # (L, H, P): the scan input of each head's channels
@@ -175,8 +177,8 @@ def test_ssm_ess_table_respects_bound_and_tss():
     handle = adapters.load(tiny_model("mamba2"))
     table = handle.ess_table(token_ids(), tol=1e-6, progress=False)
     assert len(table) == 2 * 4 * 19
-    assert set(table["kind"]) == {"mamba2"}
+    assert set(table["kind"]) == {"ssd"} and set(table["mixer"]) == {"ssm"}
     assert (table["tolerance_ess"] <= table[["bound", "tss"]].min(axis=1)).all()
     assert (table["entropy_ess"] <= table[["bound", "tss"]].min(axis=1) + 1e-9).all()
     assert (table["tss"] == 6).all()
-    assert table.attrs["channel"] == {"mamba2": "head"}
+    assert table.attrs["channel_label"] == {"ssd": "head"}

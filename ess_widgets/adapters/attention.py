@@ -16,7 +16,7 @@ import torch
 
 from ..operators.attention import attention_operator
 from ..operators.base import CausalOperator
-from .architectures import MixerLayer
+from .architectures import MixerLayer, register_adapter, register_family
 from .base import Footprint, MixerAdapter
 
 __all__ = ["AttentionAdapter"]
@@ -33,8 +33,10 @@ def _num_heads(config) -> int:
 class AttentionAdapter(MixerAdapter):
     """Attention maps ``(H, L, L)`` per layer, TSS ``i`` (or ``min(i, w)``)."""
 
-    kind = "attention"
-    channel = "head"
+    name = "attention"
+    mixer = "attention"
+    kind = "softmax_attention"
+    channel_label = "head"
 
     def num_channels(self, layer: MixerLayer, config) -> int:
         return _num_heads(config)
@@ -53,7 +55,7 @@ class AttentionAdapter(MixerAdapter):
                         "attn_implementation='eager'."
                     )
                 # Batch of one; keep the model's precision (float32 for float32 models).
-                store[layer.index] = {"weights": weights[0].detach()}
+                store[layer.key] = {"weights": weights[0].detach()}
 
             return hook
 
@@ -79,3 +81,16 @@ class AttentionAdapter(MixerAdapter):
         forward = 3 * 4 * maps
         spectra = 3 * 8 * maps
         return Footprint(capture=capture, peak=capture + max(forward, spectra), dense=capture)
+
+
+register_adapter(AttentionAdapter())
+for _model_type, _name in (
+    ("gpt2", "GPT-2"),
+    ("llama", "Llama"),
+    ("qwen2", "Qwen2"),
+    ("mistral", "Mistral"),
+    ("phi", "Phi"),
+    ("gpt_neox", "GPT-NeoX"),
+    ("gemma", "Gemma"),
+):
+    register_family(_model_type, _name, "attention")

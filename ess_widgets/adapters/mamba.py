@@ -18,16 +18,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..core import recurrence_bytes
 from ..operators.base import CausalOperator
 from ..operators.ssm import selective_ssm
 from ._scan import recording_scan
-from .architectures import MixerLayer
+from .architectures import MixerLayer, register_adapter, register_family
 from .base import Footprint, MixerAdapter
 
 __all__ = ["MambaAdapter"]
 
 _SCAN_ARGS = ("u", "dt", "A", "B", "C", "D", "z", "delta_bias", "delta_softplus")
-_CHUNK_BYTES = 256 * 2**20  # working memory of recurrence_spectra per chunk
 
 
 def _dims(layer: MixerLayer) -> tuple[int, int]:
@@ -38,8 +38,13 @@ def _dims(layer: MixerLayer) -> tuple[int, int]:
 class MambaAdapter(MixerAdapter):
     """Per-channel selective-SSM operators ``(d_inner, L, L)``, TSS ``d_state``."""
 
-    kind = "mamba"
-    channel = "channel"
+    name = "mamba"
+    mixer = "ssm"
+    kind = "selective_ssm"
+    channel_label = "channel"
+
+    def state_size(self, layer: MixerLayer, config) -> int:
+        return _dims(layer)[1]
 
     def num_channels(self, layer: MixerLayer, config) -> int:
         return _dims(layer)[0]
@@ -54,7 +59,7 @@ class MambaAdapter(MixerAdapter):
                 value = whole(name)
                 return None if value is None else value[0]
 
-            store[layer.index] = {
+            store[layer.key] = {
                 "u": first("u"),  # (D, L)
                 "dt_raw": first("dt"),  # (D, L), before bias and softplus
                 "A": whole("A"),  # (D, N)
@@ -90,13 +95,18 @@ class MambaAdapter(MixerAdapter):
 
     def footprint(self, layer: MixerLayer, config, L: int) -> Footprint:
         D, N = _dims(layer)
-        K = min(N, L // 2)
         capture = 4 * (3 * D * L + 2 * L * N)
         forward = 3 * 4 * D * L * N  # discretized A, B u and the states (float32)
-        spectra = 3 * 8 * D * L * N + 8 * D * L * K + _CHUNK_BYTES
+        spectra = 3 * 8 * D * L * N + recurrence_bytes(L, N, D)  # result included
         return Footprint(
             capture=capture,
             peak=capture + max(forward, spectra),
             # T, one decay mask, its segment sums and one term: (D, L, L) each.
             dense=4 * 8 * D * L * L,
         )
+
+
+register_adapter(MambaAdapter(), classes=("MambaMixer", "FalconMambaMixer", "JambaMambaMixer"))
+register_family("mamba", "Mamba", "mamba")
+register_family("falcon_mamba", "FalconMamba", "mamba")
+register_family("jamba", "Jamba", "hybrid")

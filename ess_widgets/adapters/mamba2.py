@@ -19,10 +19,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..core import recurrence_bytes
 from ..operators.base import CausalOperator
 from ..operators.ssm import ssd
 from ._scan import recording_scan
-from .architectures import MixerLayer
+from .architectures import MixerLayer, register_adapter, register_family
 from .base import Footprint, MixerAdapter
 
 __all__ = ["Mamba2Adapter"]
@@ -40,7 +41,6 @@ _SCAN_ARGS = (
     "dt_softplus",
     "dt_limit",
 )
-_CHUNK_BYTES = 256 * 2**20  # working memory of recurrence_spectra per chunk
 
 
 def _dims(layer: MixerLayer) -> tuple[int, int, int, int]:
@@ -52,8 +52,13 @@ def _dims(layer: MixerLayer) -> tuple[int, int, int, int]:
 class Mamba2Adapter(MixerAdapter):
     """Per-head SSD operators ``(H, L, L)``, TSS ``d_state``."""
 
-    kind = "mamba2"
-    channel = "head"
+    name = "mamba2"
+    mixer = "ssm"
+    kind = "ssd"
+    channel_label = "head"
+
+    def state_size(self, layer: MixerLayer, config) -> int:
+        return _dims(layer)[2]
 
     def num_channels(self, layer: MixerLayer, config) -> int:
         return _dims(layer)[0]
@@ -70,7 +75,7 @@ class Mamba2Adapter(MixerAdapter):
                 value = args.get(name)
                 return None if value is None else value.detach()
 
-            store[layer.index] = {
+            store[layer.key] = {
                 "u": whole("u")[0],  # (L, H, P)
                 "dt_raw": whole("dt")[0],  # (L, H), before bias, softplus and limit
                 "A": whole("A"),  # (H,)
@@ -113,14 +118,32 @@ class Mamba2Adapter(MixerAdapter):
 
     def footprint(self, layer: MixerLayer, config, L: int) -> Footprint:
         H, P, N, chunk = _dims(layer)
-        K = min(N, L // 2)
         capture = 4 * (L * H * P + 2 * L * H * N + L * H)
         chunks = -(-L // chunk)
         forward = 4 * (4 * H * L * chunk + 2 * (chunks + 1) * H * P * N)
-        spectra = 3 * 8 * H * L * N + 8 * H * L * K + _CHUNK_BYTES
+        spectra = 3 * 8 * H * L * N + recurrence_bytes(L, N, H)  # result included
         return Footprint(
             capture=capture,
             peak=capture + max(forward, spectra),
             # C B^T, the segment sums, the decay mask and T: (H, L, L) each.
             dense=4 * 8 * H * L * L,
         )
+
+
+register_adapter(
+    Mamba2Adapter(),
+    classes=(
+        "Mamba2Mixer",
+        "BambaMixer",
+        "GraniteMoeHybridMambaLayer",
+        "FalconH1Mixer",
+        "NemotronHMamba2Mixer",
+        "Zamba2MambaMixer",
+    ),
+)
+register_family("mamba2", "Mamba2", "mamba2")
+register_family("bamba", "Bamba", "hybrid")
+register_family("granitemoehybrid", "GraniteMoeHybrid", "hybrid")
+register_family("falcon_h1", "Falcon-H1", "hybrid")
+register_family("nemotron_h", "NemotronH", "hybrid")
+register_family("zamba2", "Zamba2", "hybrid")

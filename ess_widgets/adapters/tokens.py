@@ -71,16 +71,31 @@ def token_strings(ids, tokenizer=None) -> tuple[tuple[str, ...], tuple[str, ...]
     return tuple(readable), raw
 
 
+_INT64_MAX = 2**63 - 1
+
+
 def _ids_tensor(inputs) -> torch.Tensor:
-    if isinstance(inputs, torch.Tensor):
-        t = inputs.detach().cpu()
-    else:
+    if isinstance(inputs, (bytes, bytearray, memoryview)):
+        raise TypeError(
+            "`inputs` must be a text (str) or a sequence of int token ids, got "
+            f"{type(inputs).__name__}: decode it first (inputs.decode('utf-8'))."
+        )
+    t = inputs.detach().cpu() if isinstance(inputs, torch.Tensor) else None
+    if t is not None and t.dtype in (torch.uint16, torch.uint32, torch.uint64):
+        inputs, t = t.numpy(), None  # unsigned ids: range-checked like numpy's below
+    if t is None:
         arr = np.asarray(inputs)
-        if arr.dtype == object:
+        if arr.dtype == object or arr.dtype.kind in "USV":
             raise TypeError(
-                "`inputs` must be a text or a sequence of int token ids, got a ragged or "
-                "mixed sequence."
+                "`inputs` must be a text (str) or a sequence of int token ids, got a ragged, "
+                f"mixed or string sequence (dtype {arr.dtype})."
             )
+        if arr.dtype.kind == "u" and arr.size:
+            if int(arr.max()) > _INT64_MAX:
+                raise ValueError(
+                    f"`inputs` holds token id {int(arr.max())}, beyond any vocabulary."
+                )
+            arr = arr.astype(np.int64)
         t = torch.from_numpy(arr) if arr.size else torch.zeros(0, dtype=torch.int64)
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
         raise TypeError(f"Token ids must be integers, got dtype {t.dtype}.")

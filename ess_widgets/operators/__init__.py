@@ -9,6 +9,7 @@ loop, for checking ``T @ u`` against it.
 from .attention import attention_operator, softmax_attention, softmax_attention_ref
 from .base import CausalOperator
 from .convolution import convolution, convolution_ref
+from .delta_rule import delta_transition, gated_delta_rule, gated_delta_rule_ref
 from .linear_attention import (
     gated_linear_attention,
     linear_attention,
@@ -16,7 +17,11 @@ from .linear_attention import (
     weighted_linear_attention,
 )
 from .lti import lti, lti_simulate, random_lti
+from .mlstm import mlstm, mlstm_ref
+from .rglru import rg_lru, rg_lru_ref
+from .short_convolution import gated_short_convolution, gated_short_convolution_ref
 from .ssm import selective_scan_ref, selective_ssm, ssd, ssd_ref
+from .wkv import wkv4, wkv4_ref
 
 __all__ = [
     "CausalOperator",
@@ -36,4 +41,15 @@ __all__ = [
     "random_lti",
     "convolution",
     "convolution_ref",
+    "gated_delta_rule",
+    "gated_delta_rule_ref",
+    "delta_transition",
+    "wkv4",
+    "wkv4_ref",
+    "rg_lru",
+    "rg_lru_ref",
+    "gated_short_convolution",
+    "gated_short_convolution_ref",
+    "mlstm",
+    "mlstm_ref",
 ]
