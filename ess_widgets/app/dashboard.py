@@ -276,8 +276,8 @@ def build_charts(
     """The charts ``names`` (all of ``CHARTS`` when None) for this state, by name."""
     want = CHARTS if names is None else [name for name in CHARTS if name in names]
     # The builders make valid specs (tested); altair's validation of every intermediate
-    # object would double the time of a re-threshold. Its switch is global: one build at a
-    # time, so that a build elsewhere never finds it off.
+    # object would double the time of a re-threshold. Its switch is global: explorers take
+    # turns, so that none switches it back on in the middle of another's build.
     with _NO_VALIDATION, debug_mode(False):
         return _build(data, state, numbers, want)
 
