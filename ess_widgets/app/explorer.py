@@ -683,7 +683,7 @@ class Explorer(widgets.VBox):
             self._install(data, mixers, mixer)
         costs = layer_source.costs()
         structured = layer_source.structured
-        coarse_reported = data.complete
+        cached = coarse_reported = data.complete
         last_draw, draw_seconds = time.perf_counter(), 0.0
         while True:
             with self._lock:
@@ -734,7 +734,8 @@ class Explorer(widgets.VBox):
         with self._lock:
             if not self._current(generation):
                 return
-            self._refresh({"data"})
+            if not cached:  # a layer complete from the cache was drawn by _install
+                self._refresh({"data"})
             now = time.perf_counter()
             self.timings.setdefault("coarse_s", now - self._submitted)
             self.timings["complete_s"] = now - self._submitted
