@@ -154,7 +154,7 @@ SENTENCES = [
     "The library keeps maps, letters and books that are several centuries old.",
     "When it rains, people wait under the arcades and talk about the weather.",
 ]
-TEXT = " ".join(SENTENCES[k % len(SENTENCES)] + f" Day {k}." for k in range(58))
+TEXT = " ".join(SENTENCES[k % len(SENTENCES)] + f" Day {k}." for k in range(51))
 ex = Explorer(text=TEXT, layer=2)
 ex
 """

@@ -11,7 +11,9 @@ stride of splits (every split for short texts; a stride predicted to take about
 a second for long ones), then every split of every head. The view is redrawn
 when the coarse view is ready and then about once a second until it is complete.
 A newer change cancels older work at the next chunk boundary (chunks take about
-0.25 s). Tolerance, split and head changes only re-threshold what is cached.
+0.5 s: each call of the core's ``spectra(T, splits=...)`` also pays for a chain of Gram
+matrices from the middle split, so chunks cannot be much smaller). Tolerance, split and
+head changes only re-threshold what is cached.
 Every state change and every redraw goes through one lock; a generation counter
 tells the worker when its job is stale. ``wait()`` blocks until the view is
 complete (scripts and tests).
@@ -48,7 +50,7 @@ __all__ = ["Explorer", "DEFAULT_TEXT", "MEAN"]
 # The first view of a layer should take about this long (seconds of spectra).
 COARSE_SECONDS = 1.0
 # Work between two cancellation checks, and between two redraws while refining.
-CHUNK_SECONDS = 0.25
+CHUNK_SECONDS = 0.5
 REDRAW_SECONDS = 1.0
 # Layers kept per explorer, by the bytes of their spectra (the shown one always stays).
 CACHE_BYTES = 768 * 2**20

@@ -121,8 +121,12 @@ class LayerSource:
         return split_costs(self.length, self.structured)
 
     def channel_cost(self) -> float:
-        """Fixed cost per channel and chunk (a structured path scans all ``L`` steps)."""
-        return float(self.length) if self.structured else 0.0
+        """Fixed cost per channel and chunk, in the units of ``costs``: a structured path
+        scans all ``L`` steps; the dense path chains Gram matrices from the middle split
+        outwards (about one middle split's work)."""
+        if self.structured:
+            return float(self.length)
+        return float(self.costs()[self.length // 2 - 1])
 
     def new_data(self) -> LayerData:
         """An empty ``LayerData`` for this layer."""
