@@ -6,9 +6,9 @@ explorer re-thresholds cached spectra and rebuilds these charts on every change.
 The ``*_frame`` helpers return the exact table a chart shows, so the shown values
 can be compared with ``tolerance_ess`` / ``entropy_ess``.
 
-Conventions: ``spectra`` rows are splits ``i = 1 .. L-1``; split ``i`` is the
-memory right after token ``i-1``. The charts take numpy arrays (torch tensors are
-read through ``.numpy()``); the tolerance-ESS they show is ``ess_widgets.core``'s.
+Conventions (see docs/definitions.md): ``spectra`` rows are splits ``i = 1 .. L-1``;
+split ``i`` is the memory right after token ``i-1``. The charts take numpy arrays (torch
+tensors are read through ``.numpy()``); the tolerance-ESS they show is ``ess_widgets.core``'s.
 
 Examples
 --------

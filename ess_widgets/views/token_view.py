@@ -4,8 +4,9 @@
 ``static/token_view.css`` next to this file. ``token_view_html`` renders the same
 view as static, escaped HTML for exports.
 
-Attribution: token ``t`` gets the ESS at split ``t + 1``, the state
-right after reading it. The last token has no split after it, so no value.
+Attribution (docs/definitions.md, token attribution): token ``t`` gets the ESS at split
+``t + 1``, the state right after reading it. The last token has no split after it, so no
+value.
 
 Examples
 --------
