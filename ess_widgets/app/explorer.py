@@ -9,7 +9,7 @@ one background thread, one chunk of splits at a time, in the order
 ``dashboard.next_chunk`` gives: the shown head at the selected split, a coarse
 stride of splits (every split for short texts; a stride predicted to take about
 a second for long ones), then every split of every head. The view is redrawn
-when the coarse view is ready and then about once a second until it is complete.
+when the coarse view is ready and then about every two seconds until it is complete.
 A newer change cancels older work at the next chunk boundary (chunks take about
 0.5 s: each call of the core's ``spectra(T, splits=...)`` also pays for a chain of Gram
 matrices from the middle split, so chunks cannot be much smaller). Tolerance, split and
@@ -51,7 +51,7 @@ __all__ = ["Explorer", "DEFAULT_TEXT", "MEAN"]
 COARSE_SECONDS = 1.0
 # Work between two cancellation checks, and between two redraws while refining.
 CHUNK_SECONDS = 0.5
-REDRAW_SECONDS = 1.0
+REDRAW_SECONDS = 2.0
 # Layers kept per explorer, by the bytes of their spectra (the shown one always stays).
 CACHE_BYTES = 768 * 2**20
 # The overview keeps spectra of every layer at a stride that fits this many bytes.
