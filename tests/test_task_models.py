@@ -76,7 +76,7 @@ def test_recorded_accuracy_reproduces():
 def test_text_round_trip_and_errors():
     h = ess_widgets.load(NAMES[0])
     text = h.default_text
-    assert "|" in text and text.split()[0] in ("_",) + tuple(f"d{i}" for i in range(1, 15))
+    assert "|" in text and text.split()[0] in {"_", *(f"d{i}" for i in range(1, 15))}
     assert h.format(h.encode(text).ids) == text
     with pytest.raises(ValueError, match="Unknown token"):
         h.encode("d1 k3")
