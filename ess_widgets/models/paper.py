@@ -14,6 +14,9 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
 from .model import MQARModel, load_model_file
 from .registry import _KNOB, WEIGHTS_DIR
 
@@ -24,6 +27,7 @@ __all__ = [
     "task_model_names",
     "load_task_model",
     "TASK_PREFIX",
+    "correlations",
 ]
 
 PAPER_DIR = Path(__file__).resolve().parent / "paper"
@@ -79,3 +83,51 @@ def load_task_model(name: str, *, with_record: bool = False):
     model, meta = load_model_file(WEIGHTS_DIR / f"{name}.safetensors")
     assert isinstance(model, MQARModel)
     return (model, dict(meta.get("training", {}))) if with_record else model
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")  # undefined (constant) or meaningless (two points)
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def correlations(frame: pd.DataFrame, y: str, measures, by: str | None = None) -> pd.DataFrame:
+    """Spearman and Pearson correlations of column ``y`` with each of ``measures``.
+
+    Spearman is the Pearson correlation of the average ranks (ties share their
+    mean rank), as ``scipy.stats.spearmanr``; NaN for fewer than 3 rows or a
+    constant column.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+    y : str
+        E.g. ``"accuracy"`` or ``"distill_loss"``.
+    measures : sequence of str
+        Columns to correlate with ``y``.
+    by : str, optional
+        A column to group by; the rows of all of ``frame`` come first as group ``"all"``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``group``, ``measure``, ``n``, ``spearman``, ``pearson``.
+    """
+    groups = [("all", frame)]
+    if by is not None:
+        groups += [(str(k), g) for k, g in frame.groupby(by, sort=False)]
+    rows = []
+    for group, g in groups:
+        for m in measures:
+            x, v = g[m].to_numpy(float), g[y].to_numpy(float)
+            rx, rv = g[m].rank().to_numpy(float), g[y].rank().to_numpy(float)
+            rows.append(
+                {
+                    "group": group,
+                    "measure": m,
+                    "n": len(g),
+                    "spearman": _pearson(rx, rv),
+                    "pearson": _pearson(x, v),
+                }
+            )
+    return pd.DataFrame(rows)
