@@ -52,7 +52,7 @@ TASK_STEPS = 400
 
 # (b) regularizer: GLA and WLA on MQAR, key size above the pairs (capacity to spare).
 REG_TASK = {"task": "mqar", "num_items": 8, "seq_len": 32, "vocab_size": 32}
-REG_GRID = [(f, s, lam) for f in ("gla", "wla") for s in (8, 16) for lam in (0.0, 1.0)]
+REG_GRID = [(f, s, lam) for f in ("gla", "wla") for s in (8, 16) for lam in (0.0, 1.0, 10.0)]
 REG_STEPS = 400
 
 # (c) initialization: ESS at init (all sizes) and after training (TRAINED_STATES).
