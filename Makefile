@@ -10,7 +10,7 @@ TORCH_PIN ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install browser demo report test lint bench mutation clean
+.PHONY: install browser demo report test lint bench dist mutation clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ lint: install
 bench: install
 	$(PY) benchmarks/bench_core.py
 	$(PY) benchmarks/bench_adapters.py
+
+# The wheel in dist/, built by hatchling (in the test extra; no build isolation, no download).
+dist: install
+	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation -w dist .
 
 # Mutation testing of ess_widgets/core and ess_widgets/operators (mutmut; config in
 # pyproject.toml [tool.mutmut]). CPU heavy, not part of CI: see docs/mutation.md.

@@ -6,7 +6,7 @@ nothing (speed goals are not tests). Usage::
     python benchmarks/bench_core.py            # the issue's sizes
     python benchmarks/bench_core.py --quick    # small sizes, a few seconds
     python benchmarks/bench_core.py --device cuda
-    python benchmarks/bench_core.py --only splits   # one part: dense, structured, splits
+    python benchmarks/bench_core.py --only splits   # one part: dense, structured, splits, gpu
 """
 
 from __future__ import annotations
@@ -108,11 +108,32 @@ def bench_splits(heads, L, stride, device):
         )
 
 
+def bench_gpu(heads, L):
+    """The batched Gram path on CUDA against the CPU path of the same machine."""
+    if not torch.cuda.is_available():
+        print("gpu: no CUDA device here, skipped")
+        return
+    cuda = torch.device("cuda")
+    T = causal_attention(heads, L, torch.Generator().manual_seed(3))  # float32: Gram path
+    spectra(T[:1, :40, :40], device=cuda)  # warm-up: context, cuSOLVER handles
+    on_cpu, t_cpu = timed(partial(spectra, T, device="cpu"), cuda)
+    on_gpu, t_gpu = timed(partial(spectra, T, device=cuda), cuda)
+    sigma_1 = on_cpu[..., :1].amax()
+    significant = on_cpu >= 1e-6 * sigma_1
+    deviation = (on_gpu.cpu() - on_cpu).abs()
+    print(
+        f"gpu    {heads} heads x L={L} (float32 in, Gram path): CPU ({torch.get_num_threads()} "
+        f"threads) {t_cpu:6.2f} s | CUDA batched {t_gpu:6.2f} s | ratio {t_cpu / t_gpu:5.1f}x | "
+        f"max |diff| {float(deviation[significant].max() / sigma_1):.1e} sigma_1 above "
+        f"1e-6 sigma_1, {float(deviation.max() / sigma_1):.1e} overall"
+    )
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if any)")
-    parser.add_argument("--only", choices=["dense", "structured", "splits"], default=None)
+    parser.add_argument("--only", choices=["dense", "structured", "splits", "gpu"], default=None)
     args = parser.parse_args()
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
@@ -120,7 +141,7 @@ def main():
         f"device {device} ({name or platform.machine()}), torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads"
     )
-    parts = [args.only] if args.only else ["dense", "structured", "splits"]
+    parts = [args.only] if args.only else ["dense", "structured", "splits", "gpu"]
     if "dense" in parts:
         bench_dense(heads=4 if args.quick else 12, L=128 if args.quick else 512, device=device)
     if "structured" in parts:
@@ -132,6 +153,8 @@ def main():
         bench_splits(
             heads=2 if args.quick else 4, L=128 if args.quick else 512, stride=8, device=device
         )
+    if "gpu" in parts:
+        bench_gpu(heads=12, L=256 if args.quick else 1024)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,8 @@ while it runs (sampled every 2 ms) minus the resident set just before it starts.
   the capture alone (``handle.operators``) is timed as well, to give the spectra's share.
 - ``diagonal``: ``recurrence_spectra`` of a diagonal-A recurrence of the same shape
   (32 channels, N = 128): the goal is the delta rule within 2x of it.
-- ``materialize``: ``dense()`` of 2 heads and the dense path ``spectra`` on every
-  ``stride``-th split, scaled to 32 heads and all splits.
+- ``materialize``: ``dense()`` of one head and the dense path ``spectra`` on every
+  split (every ``stride``-th beyond L = 1024), scaled to 32 heads and all splits.
 - ``naive``: ``torch.linalg.svdvals(T[i:, :i])`` in float64 on every ``stride``-th split of
   one head, scaled to 32 heads and all splits. The largest deviation of the recurrence's
   singular values from these is printed too.
@@ -29,6 +29,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import subprocess
@@ -53,6 +54,8 @@ class PeakMemory:
     """Largest resident set above the starting one, sampled in a thread."""
 
     def __enter__(self):
+        # Give freed heap back first, so that reusing it does not hide the peak.
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
         self.start = rss()
         self.peak = self.start
         self._stop = threading.Event()
@@ -146,17 +149,16 @@ def case_materialize(L: int, stride: int) -> dict:
     handle = layer_handle()
     ids = token_ids(L)
     ops = handle.operators(ids, 0, max_seconds=None)
-    heads = 2
-    splits = sampled_splits(L, stride)
+    # One head; every split up to L = 1024, every stride-th split beyond (scaled).
+    splits = list(range(1, L)) if L <= 1024 else sampled_splits(L, stride)
     with PeakMemory() as mem:
         start = time.perf_counter()
-        T = ops.dense(channels=list(range(heads)))
+        T = ops.dense(channels=0)
         dense_seconds = time.perf_counter() - start
         start = time.perf_counter()
         spectra(T, splits=splits)
         spectra_seconds = time.perf_counter() - start
-    scale_heads = HEADS_V / heads
-    seconds = dense_seconds * scale_heads + spectra_seconds * scale_heads * (L - 1) / len(splits)
+    seconds = HEADS_V * (dense_seconds + spectra_seconds * (L - 1) / len(splits))
     return {"seconds": seconds, "bytes": mem.bytes, "bytes_all_T": HEADS_V * L * L * 8}
 
 
@@ -208,6 +210,9 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048])
     parser.add_argument("--stride", type=int, default=64, help="every k-th split (scaled)")
     parser.add_argument("--case", choices=sorted(CASES))
+    parser.add_argument(
+        "--cases", nargs="+", choices=list(CASES), default=list(CASES), help="which to run"
+    )
     args = parser.parse_args()
     if args.case:
         print(json.dumps(CASES[args.case](args.lengths[0], args.stride)))
@@ -217,33 +222,42 @@ def main() -> None:
         f"{HEADS_V} operators (one per value head), torch threads {torch.get_num_threads()}"
     )
     for L in args.lengths:
-        r = {name: run_case(name, L, args.stride) for name in CASES}
-        rec, diag = r["recurrence"], r["diagonal"]
-        spectra_only = rec["seconds"] - rec["capture"]
-        print(f"\nL = {L} (materialize and naive: scaled from a split stride of {args.stride})")
-        print(
-            f"  recurrence (ess_table): {rec['seconds']:8.1f} s, peak {rec['bytes'] / GiB:.2f} GiB"
-            f" (capture {rec['capture']:.1f} s, spectra and table {spectra_only:.1f} s)"
-        )
-        print(
-            f"  diagonal A, same N:     {diag['seconds']:8.1f} s, peak "
-            f"{diag['bytes'] / GiB:.2f} GiB; delta rule / diagonal = "
-            f"{spectra_only / diag['seconds']:.2f}x (spectra and table)"
-        )
-        mat, naive = r["materialize"], r["naive"]
-        print(
-            f"  materialize T + spectra: {mat['seconds']:7.1f} s (scaled), peak "
-            f"{mat['bytes'] / GiB:.2f} GiB for 2 heads (T of 32 heads alone "
-            f"{mat['bytes_all_T'] / GiB:.2f} GiB); / recurrence = "
-            f"{mat['seconds'] / rec['seconds']:.1f}x"
-        )
-        deviation = naive["deviation"]
-        print(
-            f"  naive svdvals loop:     {naive['seconds']:8.1f} s (scaled), peak "
-            f"{naive['bytes'] / GiB:.2f} GiB; / recurrence = "
-            f"{naive['seconds'] / rec['seconds']:.1f}x; largest deviation "
-            + (f"{deviation:.1e} sigma_1" if deviation is not None else "n/a")
-        )
+        r = {name: run_case(name, L, args.stride) for name in args.cases}
+        print(f"\nL = {L} (materialize and naive: scaled, split stride {args.stride})")
+        rec = r.get("recurrence")
+        if rec:
+            spectra_only = rec["seconds"] - rec["capture"]
+            print(
+                f"  recurrence (ess_table): {rec['seconds']:8.1f} s, peak "
+                f"{rec['bytes'] / GiB:.2f} GiB (capture {rec['capture']:.1f} s, spectra and "
+                f"table {spectra_only:.1f} s)"
+            )
+        diag = r.get("diagonal")
+        if diag:
+            ratio = (
+                f"; delta rule / diagonal = {spectra_only / diag['seconds']:.2f}x" if rec else ""
+            )
+            print(
+                f"  diagonal A, same N:     {diag['seconds']:8.1f} s, peak "
+                f"{diag['bytes'] / GiB:.2f} GiB{ratio} (spectra and table)"
+            )
+        mat = r.get("materialize")
+        if mat:
+            ratio = f"; / recurrence = {mat['seconds'] / rec['seconds']:.1f}x" if rec else ""
+            print(
+                f"  materialize T + spectra: {mat['seconds']:7.1f} s (scaled from 1 head), peak "
+                f"{mat['bytes'] / GiB:.2f} GiB for 1 head (T of 32 heads alone "
+                f"{mat['bytes_all_T'] / GiB:.2f} GiB){ratio}"
+            )
+        naive = r.get("naive")
+        if naive:
+            ratio = f"; / recurrence = {naive['seconds'] / rec['seconds']:.1f}x" if rec else ""
+            deviation = naive["deviation"]
+            print(
+                f"  naive svdvals loop:     {naive['seconds']:8.1f} s (scaled from 1 head), peak "
+                f"{naive['bytes'] / GiB:.2f} GiB{ratio}; largest deviation "
+                + (f"{deviation:.1e} sigma_1" if deviation is not None else "n/a")
+            )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-"""``python -m ess_widgets``: the main job."""
+"""``python -m ess_widgets``: the ``ess-widgets`` command (see ``ess_widgets.cli``)."""
 
-from .app.report import main
+from .cli import main
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,4 +1,4 @@
-"""ESS versus accuracy on MQAR for every shipped model (ESS_SPEC sections 3-4).
+"""ESS versus accuracy on MQAR for every shipped model (docs/definitions.md: aggregations).
 
     python scripts/mqar_experiment.py
 

@@ -200,7 +200,7 @@ def test_supported_families():
         "Gemma",
     ]
     assert families["mamba"] == ["Mamba", "FalconMamba"] and families["mamba2"] == ["Mamba2"]
-    assert families["hybrid"][:3] == ["Jamba", "Bamba", "GraniteMoeHybrid"]
+    assert {"Jamba", "Bamba", "GraniteMoeHybrid"} <= set(families["hybrid"])
     assert {"Falcon-H1", "NemotronH", "Zamba2"} <= set(families["hybrid"])
     delta_rule = {"Qwen3-Next", "OLMo Hybrid", "Kimi Linear", "Ling (bailing_hybrid)"}
     assert delta_rule <= set(families["hybrid"])

@@ -255,13 +255,13 @@ def test_explorer_opens_an_mqar_model(handle):
     from ess_widgets.app import Explorer
     from ess_widgets.app.explorer import DEFAULT_TEXT
 
-    ex = Explorer(model=NAME, layer=1, tol=1e-2)
+    ex = Explorer(model=handle, layer=1, tol=1e-2).wait(300)
     assert ex.error == "", ex.error
     assert ex.text == handle.default_text and ex._text_area.value == ex.text
     d = ex.layer_data()
     ops = handle.operators(ex.text, 1)
     np.testing.assert_allclose(d.spectra, ops.spectra().numpy(), rtol=1e-12, atol=1e-12)
-    assert d.tokens == ops.tokens and d.kind == "gated_linear_attention"
+    assert d.tokens == ops.tokens and d.family == "gated_linear_attention"
     assert d.tokens[0].startswith("k") and any(t.startswith("q:k") for t in d.tokens)
     np.testing.assert_array_equal(d.tss, ops.tss.numpy())
     cur = ex.current()
@@ -280,16 +280,17 @@ def test_explorer_opens_an_mqar_model(handle):
     )
     # a typed sequence, then a bad one: the error shows, and the explorer recovers
     ex.text = "k1 v1 k2 v2 _ q:k1 _ q:k2"
-    assert ex.error == "" and ex.layer_data().tokens[-1] == "q:k2"
+    assert ex.wait(300).error == "" and ex.layer_data().tokens[-1] == "q:k2"
     ex.text = "k1 zz"
-    assert "Unknown MQAR token 'zz'" in ex.error
+    assert "Unknown MQAR token 'zz'" in ex.wait(300).error
     ex.text = "k1 v1 k2 v2 _ q:k2"
-    assert ex.error == ""
+    assert ex.wait(300).error == ""
     # another MQAR model (S6: channels); the typed text stays
     ex.model = first_of("s6")
-    assert ex.error == "" and ex.text == "k1 v1 k2 v2 _ q:k2"
+    assert ex.wait(300).error == "" and ex.text == "k1 v1 k2 v2 _ q:k2"
     assert ex.layer_data().num_channels == ex.handle.num_channels(0) > 1
     # back to a model without its own format: the model's example gives way to the default
     ex.text = ex.handle.default_text
-    ex._use_model_text(object())
-    assert ex.text == DEFAULT_TEXT
+    ex.wait(300)
+    assert ex._model_text_for(object(), ex.text) == DEFAULT_TEXT
+    ex.close()

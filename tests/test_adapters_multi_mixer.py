@@ -234,3 +234,12 @@ def test_a_mixer_that_bypasses_the_scan_fails_clearly(monkeypatch):
     monkeypatch.setattr(mixer, "forward", lambda hidden_states, *a, **k: hidden_states * 0)
     with pytest.raises(RuntimeError, match="recorded nothing"):
         handle.operators(token_ids(8), 0)
+
+
+def test_mlp_only_layers_alone_are_refused():
+    handle = adapters.load(tiny_model("nemotron_h"))
+    with pytest.raises(ValueError, match=r"no sequence mixer.*\[0, 2, 3\]"):
+        handle.ess_table(token_ids(8), layers=[1], progress=False)
+    assert handle.estimate(8, layers=[1])["seconds"] == 0
+    only_two = handle.ess_table(token_ids(8), layers=[1, 2], progress=False)
+    assert set(only_two["layer"]) == {2}

@@ -1,4 +1,4 @@
-"""The layers import downward only: core <- operators <- adapters/models <- views <- app."""
+"""The layers import downward only: core <- operators <- adapters <- views <- corpus <- app."""
 
 import ast
 from pathlib import Path
@@ -15,7 +15,8 @@ ALLOWED = {
     "models": {"core", "operators", "tasks"},
     "adapters": {"core", "operators", "models", "tasks"},
     "views": {"core"},
-    "app": {"core", "operators", "tasks", "models", "adapters", "views"},
+    "corpus": {"core", "operators", "tasks", "models", "adapters", "views"},
+    "app": {"core", "operators", "tasks", "models", "adapters", "views", "corpus"},
 }
 
 

@@ -30,7 +30,7 @@ def random_lti(n, seed):
 
 
 def lti_operator(A, B, C, L):
-    """T[i, j] = C A^(i-j-1) B for i > j (ESS_SPEC section 1), built by powers."""
+    """T[i, j] = C A^(i-j-1) B for i > j (docs/definitions.md, TSS per family), built by powers."""
     markov = [C @ torch.linalg.matrix_power(A, k) @ B for k in range(L - 1)]
     T = torch.zeros(L, L, dtype=F64)
     for i in range(L):
@@ -343,5 +343,5 @@ def test_measures_reject_bad_spectra():
         tolerance_ess(-torch.ones(3, 2), 0.1)
     with pytest.raises(ValueError, match="`L` must be at least 2"):
         ess_bound(1)
-    with pytest.raises(TypeError, match="`L` must be an int"):
+    with pytest.raises(TypeError, match="`L` must be an int, got float"):
         ess_bound(3.5)

@@ -69,6 +69,16 @@ def test_growing_but_representable_recurrence_is_computed_not_refused():
         )
 
 
+def test_huge_inputs_of_a_stable_recurrence_blame_b_and_c():
+    L = 20
+    a = torch.full((L, 1), 0.5, dtype=F64)
+    b = c = torch.full((L, 1), 1e200, dtype=F64)  # entries of T near 1e400
+    with pytest.raises(
+        ValueError, match=r"overflow torch\.float64 although `a` is stable.*max \|b\| = 1e\+200"
+    ):
+        recurrence_spectra(a, b, c)
+
+
 @pytest.mark.parametrize("method", ["svd", "gram"])
 def test_spectra_never_returns_inf(method):
     T = torch.tril(torch.full((16, 16), 1e308, dtype=F64))  # sigma_1 ~ 8e308: past float64

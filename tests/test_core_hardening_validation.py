@@ -159,3 +159,49 @@ def test_recurrence_operator_checks_its_working_dtype(monkeypatch):
     assert recurrence_operator(a, b, c, dtype=torch.float32).shape == (2, 10, 10)
     with pytest.raises(ValueError, match="1,600 bytes"):
         recurrence_operator(a, b, c)  # float64 by default
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("k", [3, 250, 2000])
+def test_entropy_ess_of_k_equal_half_precision_values_is_exactly_k(dtype, k):
+    # The work is float32: half-precision logs would miss k = 2000 by several units.
+    s = torch.zeros(2, k + 5, dtype=dtype)
+    s[0, :k] = 0.75
+    s[1, :k] = 6e4
+    assert entropy_ess(s).tolist() == [float(torch.tensor(k, dtype=dtype))] * 2
+
+
+def test_check_operator_names_T_by_default():
+    with pytest.raises(ValueError, match=r"^`T` must be square"):
+        _validation.check_operator(torch.ones(2, 3))
+    with pytest.raises(ValueError, match=r"^`weights` must be square"):
+        _validation.check_operator(torch.ones(2, 3), "weights")
+
+
+def test_causal_check_reads_the_first_superdiagonal_and_is_relative():
+    T = torch.tril(torch.ones(5, 5, dtype=torch.float64))
+    T[1, 2] = 0.5  # only the first superdiagonal
+    with pytest.raises(ValueError, match="`T` is not causal"):
+        _validation.check_operator(T)
+    # Crumbs below 1e-6 of max |T| are accepted, however large T is.
+    big = 1e3 * torch.tril(torch.ones(5, 5, dtype=torch.float64))
+    big[0, 3] = 1e-4  # 1e-7 of max |T|
+    assert _validation.check_operator(big) is big
+    big[0, 3] = 2e-3  # 2e-6 of max |T|
+    with pytest.raises(ValueError, match="not causal"):
+        _validation.check_operator(big)
+    # The zero operator is causal.
+    zero = torch.zeros(3, 4, 4, dtype=torch.float64)
+    assert _validation.check_operator(zero) is zero
+    assert (spectra(zero) == 0).all()
+
+
+def test_check_operator_reads_lists_and_names_bad_types():
+    T = [[1.0, 0.0], [2, 3]]
+    t = _validation.check_operator(T)
+    assert t.dtype == torch.float64 and t.tolist() == [[1.0, 0.0], [2.0, 3.0]]
+    assert spectra(T).tolist() == [[2.0]]
+    with pytest.raises(TypeError, match=r"^`T` must be a torch.Tensor or numpy array, got str"):
+        _validation.check_operator("abc")
+    expected = entropy_ess(torch.tensor([[3.0, 1.0]], dtype=torch.float64))
+    assert entropy_ess([[3.0, 1.0]]).tolist() == expected.tolist()

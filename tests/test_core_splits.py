@@ -9,7 +9,13 @@ import pytest
 import torch
 
 import ess_widgets.core.recurrence as recurrence_module
-from ess_widgets import normalize_splits, recurrence_operator, recurrence_spectra, spectra
+from ess_widgets import (
+    normalize_splits,
+    recurrence_operator,
+    recurrence_spectra,
+    spectra,
+    spectra_ref,
+)
 
 F64 = torch.float64
 
@@ -209,3 +215,14 @@ def test_recurrence_svds_only_the_splits_asked(monkeypatch):
     a, b, c = random_recurrence("diagonal", (1, 20, 3), 6)
     recurrence_spectra(a, b, c, splits=[4, 9, 4], device="cpu")
     assert len(calls) == 2  # one per distinct split (one chunk of channels here)
+
+
+def test_spectra_ref_takes_the_same_splits():
+    T = causal((2, 12, 12), 11)
+    chosen = [11, 2, 6]
+    ref = spectra_ref(T, splits=chosen)
+    assert ref.shape == (2, 3, 6)
+    for row, i in enumerate(chosen):
+        m = min(i, 12 - i)
+        np.testing.assert_allclose(ref[..., row, :m].numpy(), numpy_block_svd(T, i), rtol=1e-12)
+    torch.testing.assert_close(ref, spectra(T, splits=chosen, method="svd"), rtol=1e-12, atol=0)

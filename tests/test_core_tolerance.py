@@ -18,6 +18,7 @@ from hypothesis.extra import numpy as hnp
 
 from ess_widgets.core import (
     DEFAULT_TOL,
+    entropy_ess,
     tolerance_ess,
     tolerance_mask,
     tolerance_threshold,
@@ -80,6 +81,11 @@ def test_known_values_and_ties():
     empty = np.zeros((2, 0))
     assert tolerance_ess(empty, 0.1, relative=True).tolist() == [0, 0]
     assert tolerance_threshold(torch.zeros(2, 0), 0.1, relative=True).tolist() == [0.0, 0.0]
+    for rows in (np.zeros((2, 3, 0)), torch.zeros(2, 3, 0)):  # no singular values at all
+        assert np.asarray(tolerance_threshold(rows, 0.1, relative=True)).shape == (2, 3)
+        assert tolerance_ess(rows, 0.1, relative=True).tolist() == [[0, 0, 0]] * 2
+    no_splits = torch.zeros(2, 0, 4)
+    assert tolerance_ess(no_splits, 0.1, relative=True).shape == (2, 0)
     # A list is read as numpy.
     assert tolerance_ess([[3.0, 1.0, 1e-9]], 1e-6).tolist() == [2]
 
@@ -116,21 +122,42 @@ def test_relative_accepts_numpy_bools_and_is_keyword_only(function):
         assert inspect.signature(function).parameters[name].kind is inspect.Parameter.KEYWORD_ONLY
 
 
-@pytest.mark.parametrize("tol", ["0.1", b"0.1", True, None, [0.1]])
-def test_tol_must_be_a_number(tol):
-    with pytest.raises(TypeError, match="`tol` must be a number"):
+@pytest.mark.parametrize(
+    "tol, kind",
+    [
+        ("0.1", "str '0.1'"),
+        (b"0.1", "bytes"),
+        (True, "bool True"),
+        (None, "NoneType"),
+        ([0.1], "list"),
+    ],
+)
+def test_tol_must_be_a_number(tol, kind):
+    with pytest.raises(TypeError, match=f"`tol` must be a number, got {kind}"):
         tolerance_ess(torch.ones(3, 2), tol)
+
+
+@pytest.mark.parametrize("function", [tolerance_ess, tolerance_mask, tolerance_threshold])
+def test_absolute_by_default(function):
+    s = np.array([[4.0, 1.0, 0.25]])
+    assert inspect.signature(function).parameters["relative"].default is False
+    np.testing.assert_array_equal(
+        np.asarray(function(s, 0.5)), np.asarray(function(s, 0.5, relative=False))
+    )
+    assert not np.array_equal(
+        np.asarray(function(s, 0.5)), np.asarray(function(s, 0.5, relative=True))
+    )
 
 
 @pytest.mark.parametrize(
     "s, error, match",
     [
         (np.array([[1.0, np.nan]]), ValueError, "`spectra` contains 1 NaN"),
-        (np.array([[1.0, -1.0]]), ValueError, "negative"),
+        (np.array([[1.0, -1.0]]), ValueError, "^`spectra` holds negative"),
         (np.array([1.0, 2.0]), ValueError, r"shape \(\.\.\., L-1, K\)"),
-        (np.array([[1 + 1j]]), TypeError, "real"),
-        (np.array([["a"]]), TypeError, "numbers"),
-        ([[1.0], [1.0, 2.0]], TypeError, "rectangular"),
+        (np.array([[1 + 1j]]), TypeError, "^`spectra` must be real"),
+        (np.array([["a"]]), TypeError, "^`spectra` must hold numbers"),
+        ([[1.0], [1.0, 2.0]], TypeError, "^`spectra` must be a rectangular"),
     ],
     ids=["nan", "negative", "1d", "complex", "strings", "ragged"],
 )
@@ -139,9 +166,17 @@ def test_numpy_path_checks_like_the_torch_path(s, error, match):
         tolerance_ess(s, 0.1)
 
 
-def test_integer_spectra_are_read_as_floats():
-    assert tolerance_ess(np.array([[3, 1, 0]]), 0.5).tolist() == [2]
-    assert tolerance_threshold(np.array([[3, 1, 0]]), 0.5, relative=True).tolist() == [1.5]
+def test_integer_and_bool_spectra_are_read_as_float64():
+    ints = np.array([[3, 1, 0]])
+    assert tolerance_ess(ints, 0.5).tolist() == [2]
+    assert tolerance_threshold(ints, 0.5, relative=True).tolist() == [1.5]
+    cut = tolerance_threshold(ints, 0.5)
+    assert cut.dtype == np.float64 and cut.tolist() == [0.5]
+    cut = tolerance_threshold(np.array([[True, False]]), 0.5)
+    assert cut.dtype == np.float64 and cut.tolist() == [0.5]
+    assert tolerance_ess(np.array([[True, False]]), 0.5).tolist() == [1]
+    assert tolerance_threshold(np.array([[2, 1]], dtype=np.uint8), 0.5).tolist() == [0.5]
+    assert tolerance_threshold(np.ones((1, 2), dtype=np.float32), 0.5).dtype == np.float32
 
 
 # --- the rule's users: app and views call the core ----------------------------------------
@@ -151,13 +186,24 @@ UNSORTED = np.array([[1.0, 3.0, 0.0, 2.0], [0.5, 0.25, 1.0, 0.0]])
 
 @pytest.mark.parametrize("tol, relative", [(0.5, True), (0.9, False), (0.34, True), (1.0, False)])
 def test_app_rethreshold_is_the_core_rule(tol, relative):
-    from ess_widgets.app.sources import threshold_ess
+    from ess_widgets.app.dashboard import LayerData
 
+    data = LayerData.empty(
+        layer=0,
+        mixer="attention",
+        family="softmax_attention",
+        channel_name="head",
+        tokens=["a", "b", "c"],
+        num_channels=1,
+        width=UNSORTED.shape[1],
+        dense=lambda channel: np.zeros((3, 3)),
+    )
+    data.fill([0], [1, 2], UNSORTED[None])
     expected = tolerance_ess(UNSORTED, tol, relative=relative).numpy()
-    np.testing.assert_array_equal(threshold_ess(UNSORTED, tol, relative), expected)
+    np.testing.assert_array_equal(data.tolerance_ess(tol, relative=relative)[0], expected)
     np.testing.assert_array_equal(expected, plain_count(UNSORTED.tolist(), tol, relative))
     with pytest.raises(TypeError, match="`relative`"):
-        threshold_ess(UNSORTED, tol, "no")
+        data.tolerance_ess(tol, relative="no")
 
 
 @pytest.mark.parametrize("tol, relative", [(0.5, True), (0.9, False), (0.34, True), (2.0, False)])
@@ -192,3 +238,32 @@ def test_default_tol_is_defined_once_and_used():
     for function in (Explorer.__init__, show_operator, show_attention):
         assert inspect.signature(function).parameters["tol"].default is DEFAULT_TOL
     assert Explorer.class_traits()["tol"].default_value == DEFAULT_TOL
+
+
+def test_the_cut_is_compared_in_the_dtype_of_the_spectra():
+    # float32(0.1) > 0.1 in float64, but not in float32: both paths compare in float32.
+    s32 = np.array([[np.float32(0.1), 0.05]], dtype=np.float32)
+    assert tolerance_ess(s32, 0.1).tolist() == [0]
+    assert tolerance_ess(torch.from_numpy(s32), 0.1).tolist() == [0]
+    assert tolerance_threshold(s32, 0.1).dtype == np.float32
+    assert tolerance_threshold(torch.from_numpy(s32), 0.1).dtype == torch.float32
+    # 0.1 + 1e-12 > 0.1 in float64, not against the float32 rounding of 0.1 (0.10000000149).
+    s64 = np.array([[0.1 + 1e-12, 0.05]])
+    assert tolerance_ess(s64, 0.1).tolist() == [1]
+    assert tolerance_ess(torch.from_numpy(s64), 0.1).tolist() == [1]
+    assert tolerance_threshold(torch.from_numpy(s64), 0.1).dtype == torch.float64
+    # relative: sigma_1 of a row whose values are all below 1 (no floor at 1 or 0 matters)
+    s = np.array([[0.5, 0.25, 0.1]])
+    assert tolerance_threshold(s, 0.5, relative=True).tolist() == [0.25]
+    assert tolerance_ess(s, 0.5, relative=True).tolist() == [1]
+    assert tolerance_ess(torch.from_numpy(s), 0.5, relative=True).tolist() == [1]
+
+
+@pytest.mark.parametrize("measure", [tolerance_ess, lambda s, tol: entropy_ess(s)])
+def test_torch_path_errors_name_spectra(measure):
+    with pytest.raises(ValueError, match=r"^`spectra` contains 1 NaN and 0 Inf"):
+        measure(torch.tensor([[1.0, float("nan")]]), 0.1)
+    with pytest.raises(TypeError, match=r"^`spectra` must be a torch.Tensor or numpy array"):
+        measure("abc", 0.1)
+    with pytest.raises(TypeError, match=r"^`spectra` must be real"):
+        measure(torch.ones(2, 2, dtype=torch.complex64), 0.1)

@@ -2,12 +2,15 @@
 
 Runs notebooks/02 with Run All, waits for the charts and the token view, moves the
 tolerance slider from the keyboard, checks that the shown ESS changed, and saves
-docs/screenshots/explorer.png. Then opens an explorer HTML export offline. Every
-request that does not go to 127.0.0.1 (or a file) is blocked.
+docs/screenshots/explorer.png. Then a ~1,000-token text: the coarse view appears while
+the progress bar is part way, a layer change from the keyboard mid-refinement shows the
+new layer, and its progress bar advances to done. Then opens an explorer HTML export
+offline. Every request that does not go to 127.0.0.1 (or a file) is blocked.
 """
 
 from __future__ import annotations
 
+import json
 import pathlib
 import re
 
@@ -139,6 +142,123 @@ def test_explorer_notebook_in_jupyterlab(lab, browser, only_local):
     context.close()
 
 
+# ~1,000 tokens of plain English for smollm2-135m; the kernel is never blocked by a cell
+PROGRESSIVE_SOURCE = """\
+from ess_widgets.app import Explorer
+
+SENTENCES = [
+    "The river runs through the old town, past the market and the cathedral.",
+    "In the evening the bridges are lit, and the boats pass slowly under them.",
+    "A small bakery near the square sells bread, cakes and coffee every morning.",
+    "Visitors ask the guides about the history of the walls and the towers.",
+    "The library keeps maps, letters and books that are several centuries old.",
+    "When it rains, people wait under the arcades and talk about the weather.",
+]
+TEXT = " ".join(SENTENCES[k % len(SENTENCES)] + f" Day {k}." for k in range(58))
+ex = Explorer(text=TEXT, layer=2)
+ex
+"""
+
+
+def _notebook(source: str) -> str:
+    return json.dumps(
+        {
+            "cells": [
+                {
+                    "cell_type": "code",
+                    "execution_count": None,
+                    "id": "progressive",
+                    "metadata": {},
+                    "outputs": [],
+                    "source": source,
+                }
+            ],
+            "metadata": {
+                "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}
+            },
+            "nbformat": 4,
+            "nbformat_minor": 5,
+        }
+    )
+
+
+def _progress_percent(explorer) -> float:
+    """Width of the refinement progress bar, in percent (100 once hidden: done)."""
+    box = explorer.locator(".essw-progress").first
+    if box.evaluate("e => getComputedStyle(e).visibility") == "hidden":
+        return 100.0
+    width = box.locator(".progress-bar").evaluate("e => e.style.width")
+    return float(width.rstrip("%") or 0)
+
+
+def test_progressive_explorer_in_jupyterlab(lab, browser, only_local):
+    """A ~1,000-token text: coarse view first, refinement with a progress bar, and a layer
+    change mid-refinement that shows the new layer."""
+    (lab.root / "progressive.ipynb").write_text(_notebook(PROGRESSIVE_SOURCE))
+    context = browser.new_context(viewport={"width": 1700, "height": 2000})
+    page = context.new_page()
+    blocked, errors = [], []
+    page.route("**/*", only_local(blocked))
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{lab.url}/lab/tree/progressive.ipynb?reset&token={lab.token}")
+    panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
+    panel.wait_for(timeout=60_000)
+    select = page.locator(".jp-Dialog .jp-mod-accept")
+    try:
+        select.wait_for(timeout=5_000)
+        select.click()
+    except PlaywrightTimeout:
+        pass
+    page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(
+        timeout=60_000
+    )
+    page.locator("#jp-MainMenu").get_by_text("Run", exact=True).click()
+    page.locator("li[data-command='runmenu:run-all']").click()
+    explorer = panel.locator(".essw-explorer")
+    summary = ".essw-explorer .essw-summary"
+    try:
+        # the coarse view of layer 2, with the refinement part way
+        page.wait_for_function(
+            f"() => /layer 2 \\(/.test(document.querySelector('{summary}')?.textContent || '')",
+            timeout=300_000,
+        )
+    except Exception:
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "progressive_failure.png"))
+        print(lab.log.read_text()[-4000:])
+        raise
+    n_tokens = explorer.locator(".essw-token").count()
+    assert 900 <= n_tokens <= 1100, n_tokens
+    first = _progress_percent(explorer)
+    assert first < 100.0, "the first view of a 1,000-token layer should not be complete"
+    # a layer change from the keyboard, mid-refinement
+    handle = explorer.locator(".widget-slider").filter(has_text="layer").locator(".noUi-handle")
+    handle.focus()
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function(
+        f"() => /layer 3 \\(/.test(document.querySelector('{summary}')?.textContent || '')",
+        timeout=120_000,
+    )
+    assert "layer 3" in explorer.locator(".essw-summary").inner_text()
+    # the progress bar advances to done
+    seen = []
+    for _ in range(600):
+        page.wait_for_timeout(1_000)
+        seen.append(_progress_percent(explorer))
+        if seen[-1] >= 100.0:
+            break
+    assert seen[-1] >= 100.0, seen[-10:]
+    assert any(0 < p < 100 for p in seen), seen[:10]  # it showed partial progress
+    assert seen == sorted(seen), seen  # never went back
+    page.wait_for_function(
+        f"() => !/…/.test(document.querySelector('{summary}')?.textContent || '…')",
+        timeout=30_000,
+    )
+    assert [u for u in blocked if "colab-badge" not in u] == [], blocked
+    assert not [e for e in errors if "essw" in e or "vega" in e.lower()], errors
+    context.close()
+
+
 def test_export_html_offline(browser, only_local, tmp_path):
     from ess_widgets.app import show_operator
 
@@ -146,7 +266,7 @@ def test_export_html_offline(browser, only_local, tmp_path):
     g = torch.Generator().manual_seed(1)
     T = torch.tril(torch.randn(3, L, 3, generator=g) @ torch.randn(3, 3, L, generator=g))
     tokens = ["<|im_start|>", "user", "\n", HOSTILE] + [f" w{k}." for k in range(L - 4)]
-    ex = show_operator(T, tokens, tol=1e-3, split=9)
+    ex = show_operator(T, tokens, tol=1e-3, split=9).wait(60)
     path = ex.export_html(tmp_path / "explorer.html")
     context = browser.new_context(viewport={"width": 1300, "height": 900})
     page = context.new_page()

@@ -1,8 +1,10 @@
 """The notebooks in notebooks/: stored clean, open in Colab, and run top to bottom.
 
 Static checks (fast): every notebook is valid nbformat 4, has an "Open in Colab" badge
-pointing at itself, has a Colab install cell that does nothing outside Colab, and is
-stored without outputs (so no stored tracebacks and small diffs).
+pointing at itself, opens with the same Colab install cell (it installs from the
+repository named in pyproject.toml's [project.urls] and calls ``colab_setup()``) that does
+nothing outside Colab, and is stored without outputs (so no stored tracebacks and small
+diffs).
 
 Execution: every notebook runs in a fresh ipykernel of this interpreter (the venv's),
 offline (HF_HUB_OFFLINE=1), from a temporary copy of notebooks/, and fails on the first
@@ -28,7 +30,17 @@ nbformat = pytest.importorskip("nbformat")
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
-COLAB_REPO = "ess-widgets/ess-widgets"
+
+
+def _repository_url() -> str:
+    """``Repository`` of [project.urls] in pyproject.toml: the one place the URL is kept."""
+    text = (ROOT / "pyproject.toml").read_text()
+    urls = text.split("[project.urls]", 1)[1].split("\n[", 1)[0]
+    return re.search(r'^Repository\s*=\s*"([^"]+)"', urls, re.M).group(1)
+
+
+REPOSITORY = _repository_url()
+COLAB_REPO = REPOSITORY.removeprefix("https://github.com/")
 BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
 COLAB_GUARD = re.compile(r"""^if\s+["']google\.colab["']\s+in\s+sys\.modules\s*:""", re.M)
 PIP = re.compile(r"(^|\W)(%pip|!pip|pip\s+install|-m\s*\W*pip|pip\()", re.M)
@@ -108,7 +120,7 @@ def test_install_cell_only_on_colab(path, monkeypatch):
         (
             k
             for k, c in enumerate(cells)
-            if re.search(r"^\s*(from|import)\s+ess_widgets", c.source, re.M)
+            if c is not cell and re.search(r"^\s*(from|import)\s+ess_widgets", c.source, re.M)
         ),
         len(cells),
     )
@@ -143,6 +155,17 @@ def test_install_cell_only_on_colab(path, monkeypatch):
             raise AssertionError(f"the install cell used IPython ({name}) outside Colab")
 
     exec(compile(source, f"{path.name}:install", "exec"), {"get_ipython": NoIPython})
+
+
+def test_one_install_cell_for_every_notebook():
+    """The same cell everywhere: the repository of pyproject.toml, then colab_setup()."""
+    cells = {path.name: _install_cells(_read(path))[0].source for path in NOTEBOOKS}
+    first = cells[NOTEBOOKS[0].name]
+    for name, source in cells.items():
+        assert source == first, f"{name}'s install cell differs from {NOTEBOOKS[0].name}'s"
+    assert f'REPOSITORY = "{REPOSITORY}"' in first
+    assert 'f"ess-widgets @ git+{REPOSITORY}"' in first
+    assert "ess_widgets.colab_setup()" in first
 
 
 @pytest.mark.parametrize("path", _params(False))

@@ -43,8 +43,9 @@ def recording_scan(layers: list[MixerLayer], function: str, names: tuple[str, ..
         if not callable(getattr(module, function, None)):
             raise RuntimeError(
                 f"{module.__name__} has no function `{function}`: this transformers "
-                "version computes the scan differently. ess_widgets reads Mamba layers "
-                "through that function (transformers >= 5)."
+                "version computes the scan differently. ess_widgets reads "
+                f"{type(layers[0].module).__name__} layers through that function "
+                "(transformers >= 5)."
             )
 
     def before(module, args):

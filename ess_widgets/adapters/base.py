@@ -29,19 +29,9 @@ from dataclasses import dataclass
 from ..operators.base import CausalOperator
 from .architectures import MixerLayer
 
-__all__ = ["Footprint", "MixerAdapter", "GiB", "format_bytes", "recurrence_work_bytes"]
+__all__ = ["Footprint", "MixerAdapter", "GiB", "format_bytes"]
 
 GiB = 2**30
-# recurrence_spectra's working memory is at most this much per chunk of channels.
-_RECURRENCE_CHUNK_BYTES = 256 * 2**20
-
-
-def recurrence_work_bytes(channels: int, L: int, N: int) -> int:
-    """Working memory of ``recurrence_spectra`` on ``channels`` channels of state ``N``:
-    ``2 L N^2`` float64 per channel, in chunks of at most 256 MiB (at least one
-    channel), so a small layer needs little."""
-    per_channel = 2 * L * N * N * 8
-    return max(per_channel, min(_RECURRENCE_CHUNK_BYTES, channels * per_channel))
 
 
 def format_bytes(n: float) -> str:
@@ -87,12 +77,16 @@ class MixerAdapter:
         the table's ``kind`` column, as ``CausalOperator.kind``.
     channel_label : str
         What users call one channel (one operator): ``"head"`` or ``"channel"``.
+    transition : str
+        The recurrence's ``A``: ``"diagonal"``, ``"dense"`` or ``"delta"`` (a
+        ``DeltaTransition``); sets the cost model of ``estimate``.
     """
 
     name: str = ""
     mixer: str = ""
     kind: str = ""
     channel_label: str = "channel"
+    transition: str = "diagonal"
 
     def state_size(self, layer: MixerLayer, config) -> int | None:
         """``N`` of the recurrence the spectra run through; None for the dense path."""

@@ -26,8 +26,9 @@ call (``torch_chunk_gated_delta_rule`` / ``torch_recurrent_gated_delta_rule``,
 ``chunk_kimi_delta_attention`` / ``recurrent_kimi_delta_attention``). transformers
 binds those names to flash-linear-attention's kernels when it is installed and to
 its PyTorch reference otherwise; either way the arguments, and so the operator, are
-the same. A call this module cannot read exactly (a cache, packed sequences, an
-unknown query scale) raises instead of measuring something else.
+the same. A call this module cannot read exactly (a cache, packed sequences, its
+own query scale, a kernel that computes the decay from a raw gate) raises instead of
+measuring something else.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class _DeltaRuleAdapter(MixerAdapter):
 
     mixer = "linear_attention"
     channel_label = "head"
+    transition = "delta"  # the cost model of estimate (DeltaTransition)
     functions: tuple[str, str] = ("", "")  # chunked, recurrent
     per_channel_decay = False
 

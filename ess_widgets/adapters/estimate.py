@@ -3,13 +3,16 @@
 Cost model, per channel (one operator), with ``S`` splits:
 
 - dense path (attention maps): one factorization of the block ``T[i:, :i]`` per split
-  ``i``: ``units = sum over splits of min(i, L-i)^2 * max(i, L-i)``;
+  ``i`` and the Gram matrices chained from the middle:
+  ``units = L^3 + sum over splits of min(i, L-i)^2 * max(i, L-i)``;
 - recurrence path (SSMs, state size ``N``): ``units = L N^2`` to accumulate the
-  Gramians and ``N^3`` per split for their eigenvalues.
+  Gramians (``L N^3`` for a dense ``A``, about ``2 L N^2`` for a delta rule) and
+  ``N^3`` per split for their eigenvalues.
 
-Seconds are ``units`` times the seconds per unit of the path, measured once per process
-by timing the core's own ``spectra`` and ``recurrence_spectra`` on a small random
-problem each (``calibrate``). The estimate covers the spectra, not the forward
+Seconds per channel are ``per_split * S + per_unit * units``: both measured once per
+process by timing the core's own ``spectra`` and ``recurrence_spectra`` on two small
+random problems each (``calibrate``); the per-split term is the latency of the small
+solves, which dominates below a few hundred tokens. The estimate covers the spectra, not the forward
 pass (much cheaper), and never runs the model.
 """
 
@@ -25,24 +28,28 @@ __all__ = ["calibrate", "seconds", "check_time", "WARN_SECONDS"]
 log = logging.getLogger("ess_widgets")
 
 WARN_SECONDS = 30.0
-_SPEED: dict[str, float] = {}
+_SPEED: dict[str, tuple[float, float]] = {}
 
 
 def dense_units(L: int, splits) -> float:
-    """``sum over splits of min(i, L-i)^2 * max(i, L-i)``, per channel."""
-    total = 0.0
+    """``L^3 + sum over splits of min(i, L-i)^2 * max(i, L-i)``, per channel: the Gram
+    matrices chained from the middle (``L^3`` whichever splits) and one factorization
+    per split (an SVD of the block, or the eigenvalues of its smaller Gram matrix)."""
+    total = float(L) ** 3
     for i in splits:
         small, big = min(i, L - i), max(i, L - i)
         total += float(small) * small * big
     return total
 
 
-def recurrence_units(L: int, N: int, num_splits: int) -> float:
-    """``L N^2 + len(splits) N^3``, per channel."""
-    return float(L) * N * N + float(num_splits) * N**3
+def recurrence_units(L: int, N: int, num_splits: int, transition: str = "diagonal") -> float:
+    """``L N^2 + len(splits) N^3`` per channel (diagonal ``A``); a dense ``A`` costs
+    ``L N^3`` to accumulate, a delta rule (rank-one updates) about ``2 L N^2``."""
+    step = {"diagonal": N * N, "delta": 2 * N * N, "dense": N**3}.get(transition, N**3)
+    return float(L) * step + float(num_splits) * N**3
 
 
-def _best_time(run, repeats: int = 3) -> float:
+def _best_time(run, repeats: int = 2) -> float:
     run()  # warm-up: thread pools, allocator
     best = float("inf")
     for _ in range(repeats):
@@ -52,41 +59,67 @@ def _best_time(run, repeats: int = 3) -> float:
     return max(best, 1e-6)
 
 
-def calibrate(path: str = "dense") -> float:
-    """Seconds per unit of a path on this machine, measured once per process.
+def _fit(samples) -> tuple[float, float]:
+    """``(seconds per split, seconds per unit)`` through two ``(splits, units, t)``."""
+    (n1, u1, t1), (n2, u2, t2) = samples
+    det = n1 * u2 - n2 * u1
+    if det == 0:
+        return 0.0, t2 / u2
+    per_split = (t1 * u2 - t2 * u1) / det
+    per_unit = (n1 * t2 - n2 * t1) / det
+    # Timing noise can make one term negative: then the larger problem's time goes
+    # to the other term alone.
+    if per_split < 0:
+        per_split, per_unit = 0.0, t2 / u2
+    elif per_unit <= 0:
+        per_split, per_unit = t2 / n2, 0.0
+    return per_split, per_unit
 
-    ``path`` is ``"dense"`` (``spectra`` of one random causal ``128 x 128`` block, all
-    splits) or ``"recurrence"`` (``recurrence_spectra``, 4 channels, L = 256, N = 16):
-    sizes where the factorizations, not the per-call overhead, take the time (about
-    0.1-0.3 s each on a 2-core machine; the fastest of three runs, as contention only
-    slows). Smaller inputs are overestimated.
+
+def calibrate(path: str = "dense") -> tuple[float, float]:
+    """``(seconds per split, seconds per unit)`` of a path on this machine, per channel,
+    measured once per process.
+
+    ``path`` is ``"dense"`` (``spectra`` of one random causal block at L = 48 and 160)
+    or ``"recurrence"`` (``recurrence_spectra``, 2 channels, N = 16, L = 64 and 256).
+    Each is the fastest of two runs after a warm-up (contention only slows); about a
+    second in all on a busy 2-core machine.
     """
     if path in _SPEED:
         return _SPEED[path]
     from ..core import recurrence_spectra, spectra
 
     g = torch.Generator().manual_seed(0)
+    samples = []
     if path == "dense":
-        L = 128
-        T = torch.tril(torch.randn(1, L, L, generator=g, dtype=torch.float64))
-        _SPEED[path] = _best_time(lambda: spectra(T)) / dense_units(L, range(1, L))
+        for L in (48, 160):
+            T = torch.tril(torch.randn(1, L, L, generator=g, dtype=torch.float64))
+            t = _best_time(lambda T=T: spectra(T))
+            samples.append((L - 1, dense_units(L, range(1, L)), t))
     elif path == "recurrence":
-        C, L, N = 4, 256, 16
-        a = 0.9 * torch.rand(C, L, N, generator=g, dtype=torch.float64)
-        b, c = torch.randn(2, C, L, N, generator=g, dtype=torch.float64)
-        t = _best_time(lambda: recurrence_spectra(a, b, c))
-        _SPEED[path] = t / (C * recurrence_units(L, N, L - 1))
+        C, N = 2, 16
+        for L in (64, 256):
+            a = 0.9 * torch.rand(C, L, N, generator=g, dtype=torch.float64)
+            b, c = torch.randn(2, C, L, N, generator=g, dtype=torch.float64)
+            t = _best_time(lambda a=a, b=b, c=c: recurrence_spectra(a, b, c))
+            samples.append((C * (L - 1), C * recurrence_units(L, N, L - 1), t))
     else:
         raise ValueError(f"`path` must be 'dense' or 'recurrence', got {path!r}.")
+    _SPEED[path] = _fit(samples)
     return _SPEED[path]
 
 
-def seconds(L: int, splits, channels: int, state_size: int | None) -> float:
+def seconds(
+    L: int, splits, channels: int, state_size: int | None, transition: str = "diagonal"
+) -> float:
     """Estimated seconds of the spectra of one mixer (``channels`` operators)."""
     if state_size is None:
-        return channels * dense_units(L, splits) * calibrate("dense")
-    units = recurrence_units(L, int(state_size), len(splits))
-    return channels * units * calibrate("recurrence")
+        per_split, per_unit = calibrate("dense")
+        units = dense_units(L, splits)
+    else:
+        per_split, per_unit = calibrate("recurrence")
+        units = recurrence_units(L, int(state_size), len(splits), transition)
+    return channels * (per_split * len(splits) + per_unit * units)
 
 
 def _duration(s: float) -> str:

@@ -93,6 +93,7 @@ class ModelHandle(OperatorHandle):
             num_channels=adapter.num_channels(layer, config),
             state_size=adapter.state_size(layer, config),
             footprint=lambda L: adapter.footprint(layer, config, L),
+            transition=adapter.transition,
         )
 
     # ------------------------------------------------------------------ facts

@@ -22,6 +22,7 @@ are the two subclasses.
 from __future__ import annotations
 
 import operator
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import ClassVar
@@ -53,6 +54,9 @@ DEFAULT_TEXT = (
     "in 1889.\nWhere is the Eiffel Tower? It stands in Paris, next to the river Seine."
 )
 DEFAULT_MAX_SECONDS = 30 * 60.0
+# One recording forward pass at a time: hooks and patched scan functions are shared
+# state (a background thread of the explorer may record while another call does).
+_CAPTURE_LOCK = threading.RLock()
 _DEFAULT = object()
 
 
@@ -76,6 +80,8 @@ class MixerSpec:
         ``N`` of the recurrence the spectra run through; None for the dense path.
     footprint : callable
         ``footprint(L) -> Footprint``: bytes at sequence length ``L``.
+    transition : str
+        The recurrence's ``A``: ``"diagonal"``, ``"dense"`` or ``"delta"``.
     """
 
     layer: int
@@ -85,6 +91,7 @@ class MixerSpec:
     num_channels: int
     state_size: int | None
     footprint: Callable[[int], Footprint]
+    transition: str = "diagonal"
 
     @property
     def key(self) -> tuple[int, str]:
@@ -106,10 +113,12 @@ class Capture:
 def _check_max_seconds(value):
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(
-            f"`max_seconds` must be a number of seconds > 0 or None (no limit), got {value!r}."
+            f"`max_seconds` must be a number of seconds or None (no limit), got {value!r}."
         )
+    if not value > 0:
+        raise ValueError(f"`max_seconds` must be > 0 (or None for no limit), got {value!r}.")
     return float(value)
 
 
@@ -144,6 +153,10 @@ class OperatorHandle:
     def _capture(self, ids: torch.Tensor, specs: list[MixerSpec]) -> dict:
         """Run the model once on ``ids`` ``(L,)``; ``{spec.key: Capture}`` of ``specs``."""
         raise NotImplementedError
+
+    def _captured(self, ids: torch.Tensor, specs: list[MixerSpec]) -> dict:
+        with _CAPTURE_LOCK:
+            return self._capture(ids, specs)
 
     def _text_ids(self, text: str):
         """Token ids of a text (the tokenizer's by default)."""
@@ -371,7 +384,10 @@ class OperatorHandle:
 
     def _estimate(self, specs, L, splits, budget) -> dict:
         split_list = check_splits(splits, L)
-        per = {s.key: _estimate.seconds(L, split_list, s.num_channels, s.state_size) for s in specs}
+        per = {
+            s.key: _estimate.seconds(L, split_list, s.num_channels, s.state_size, s.transition)
+            for s in specs
+        }
         batches = self._batches(specs, L, budget) if specs else []
         held = 0
         for batch in batches:
@@ -461,7 +477,7 @@ class OperatorHandle:
             max_seconds,
             f"operators(layer={spec.layer}).spectra()",
         )
-        capture = self._capture(enc.ids, [spec])[spec.key]
+        capture = self._captured(enc.ids, [spec])[spec.key]
         return self._layer_ops(enc, spec, capture, budget, None if splits is None else split_list)
 
     def layer_operators(
@@ -482,7 +498,7 @@ class OperatorHandle:
         self._check_memory(specs, L, budget)
         out = {}
         for batch in self._batches(specs, L, budget):
-            captures = self._capture(enc.ids, batch)
+            captures = self._captured(enc.ids, batch)
             for spec in batch:
                 out[spec.key] = self._layer_ops(enc, spec, captures[spec.key], budget, None)
         return out
@@ -565,7 +581,7 @@ class OperatorHandle:
         desc = f"ESS ({est['seconds']:.0f} s estimated)" if est["seconds"] > 30 else "ESS"
         with tqdm(total=total, desc=desc, unit="channel", disable=not show) as bar:
             for batch in self._batches(specs, L, budget):
-                captures = self._capture(enc.ids, batch)
+                captures = self._captured(enc.ids, batch)
                 for spec in batch:
                     ops = self._layer_ops(enc, spec, captures.pop(spec.key), budget, split_list)
                     bar.set_postfix_str(f"layer {spec.layer} {spec.mixer}", refresh=False)

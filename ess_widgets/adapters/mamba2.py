@@ -19,11 +19,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..core import recurrence_bytes
 from ..operators.base import CausalOperator
 from ..operators.ssm import ssd
 from ._scan import recording_scan
 from .architectures import MixerLayer, register_adapter, register_family
-from .base import Footprint, MixerAdapter, recurrence_work_bytes
+from .base import Footprint, MixerAdapter
 
 __all__ = ["Mamba2Adapter"]
 
@@ -117,11 +118,10 @@ class Mamba2Adapter(MixerAdapter):
 
     def footprint(self, layer: MixerLayer, config, L: int) -> Footprint:
         H, P, N, chunk = _dims(layer)
-        K = min(N, L // 2)
         capture = 4 * (L * H * P + 2 * L * H * N + L * H)
         chunks = -(-L // chunk)
         forward = 4 * (4 * H * L * chunk + 2 * (chunks + 1) * H * P * N)
-        spectra = 3 * 8 * H * L * N + 8 * H * L * K + recurrence_work_bytes(H, L, N)
+        spectra = 3 * 8 * H * L * N + recurrence_bytes(L, N, H)  # result included
         return Footprint(
             capture=capture,
             peak=capture + max(forward, spectra),

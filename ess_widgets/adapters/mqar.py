@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from ..models import MQARModel, load_mqar_model, mqar_model_names
+from ..models import MQARModel, load_mqar_model
 from ..models.experiment import FRESH_SEED
 from ..operators.base import CausalOperator
 from ..tasks import format_mqar, mqar, mqar_tokens, parse_mqar
@@ -30,7 +30,7 @@ from .interface import Capture, MixerSpec, OperatorHandle
 from .memory import check_budget
 from .tokens import encode
 
-__all__ = ["MQARHandle", "format_mqar", "parse_mqar", "mqar_tokens", "load_mqar"]
+__all__ = ["MQARHandle", "format_mqar", "parse_mqar", "mqar_tokens"]
 
 # Per mixer family of the MQAR models: (mixer name, operator family).
 MIXERS = {
@@ -229,16 +229,3 @@ class MQARHandle(OperatorHandle):
                 build=lambda index, op=op: _unbatched(op, index),
             )
         return out
-
-
-def load_mqar(name: str, *, device=None, memory_budget: int | None = None) -> MQARHandle:
-    """``MQARHandle`` of a shipped model (``mqar_model_names()``), on the CPU by default."""
-    handle = MQARHandle.from_name(name, memory_budget=memory_budget)
-    if device is not None:
-        handle.model.to(device)
-    return handle
-
-
-def is_mqar_name(name) -> bool:
-    """Whether ``name`` is a shipped MQAR model."""
-    return isinstance(name, str) and name.startswith("mqar-") and name in mqar_model_names()

@@ -73,7 +73,10 @@ class RwkvAdapter(MixerAdapter):
         return log_decay, record["time_first"].to(f64), k
 
     def operator(self, record, layer: MixerLayer, index=None) -> CausalOperator:
-        log_decay, bonus, k = self.parameters(record)
+        # Tables build a layer's operators a few channels at a time: convert once.
+        if "_parameters" not in record:
+            record["_parameters"] = self.parameters(record)
+        log_decay, bonus, k = record["_parameters"]
         if index is not None:
             log_decay, bonus, k = log_decay[index], bonus[index], k[:, index]
         return wkv4(log_decay, bonus, k)

@@ -80,13 +80,10 @@ def _ids_tensor(inputs) -> torch.Tensor:
             "`inputs` must be a text (str) or a sequence of int token ids, got "
             f"{type(inputs).__name__}: decode it first (inputs.decode('utf-8'))."
         )
-    if isinstance(inputs, torch.Tensor):
-        t = inputs.detach().cpu()
-        if t.dtype in (torch.uint16, torch.uint32, torch.uint64):
-            t = torch.from_numpy(t.numpy())  # unsigned ids: checked below like numpy's
-    else:
-        t = None
-    if t is None or not isinstance(t, torch.Tensor):
+    t = inputs.detach().cpu() if isinstance(inputs, torch.Tensor) else None
+    if t is not None and t.dtype in (torch.uint16, torch.uint32, torch.uint64):
+        inputs, t = t.numpy(), None  # unsigned ids: range-checked like numpy's below
+    if t is None:
         arr = np.asarray(inputs)
         if arr.dtype == object or arr.dtype.kind in "USV":
             raise TypeError(

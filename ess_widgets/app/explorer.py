@@ -1,28 +1,31 @@
 """``Explorer``: choose a model, a layer, a head and a tolerance, and see ESS live.
 
-One widget (an ``ipywidgets.VBox``) with the controls on top and five views:
+The widget shell: controls, the sync between traitlets and controls, and the
+background thread. What is shown is computed by the pure ``dashboard`` module
+from a ``LayerData``; where the spectra come from is ``sources``.
 
-1. the singular values of ``T[i:, :i]`` at the selected split, with the tolerance;
-2. tolerance-ESS and entropy-ESS along the sequence (with the bound and the TSS),
-   and tolerance-ESS against entropy-ESS, one point per split and head;
-3. the tokens coloured by ESS (``TokenView``; a click selects the split);
-4. the operator as a heatmap with the block ``T[i:, :i]`` outlined;
-5. on demand, the average ESS per layer and head.
-
-Caching: the split spectra of each (model, text, layer) are computed once. Changing
-the tolerance, its mode, the split or the head only re-thresholds the cached
-spectra in numpy and rebuilds the charts that depend on what changed. Everything
-runs synchronously in the kernel, so a burst of changes ends with the views of the
-last setting; errors are shown inside the widget and the views are hidden until
-the next successful update, so they never show numbers of another setting.
+Progressive views: after a change of text, model, layer or mixer the work runs in
+one background thread, one chunk of splits at a time, in the order
+``dashboard.next_chunk`` gives: the shown head at the selected split, a coarse
+stride of splits (every split for short texts; a stride predicted to take about
+a second for long ones), then every split of every head. The view is redrawn
+when the coarse view is ready and then about once a second until it is complete.
+A newer change cancels older work at the next chunk boundary (chunks take about
+0.25 s). Tolerance, split and head changes only re-threshold what is cached.
+Every state change and every redraw goes through one lock; a generation counter
+tells the worker when its job is stale. ``wait()`` blocks until the view is
+complete (scripts and tests).
 """
 
 from __future__ import annotations
 
 import functools
 import html
+import math
+import numbers
 import os
 import pathlib
+import threading
 import time
 from collections import OrderedDict
 
@@ -33,35 +36,27 @@ import pandas as pd
 import traitlets
 
 from .. import views
-from ..adapters import builtin_models, load
-from ..core import DEFAULT_TOL
-from ..views._format import display_token, format_number, tolerance_label
-from .sources import LayerData, ModelSource, threshold_ess
+from ..adapters import DEFAULT_TEXT, OperatorHandle, builtin_models
+from ..core import DEFAULT_TOL, entropy_ess
+from ..views._format import tolerance_label, visible_text
+from . import dashboard
+from .dashboard import MEAN, LayerData, OverviewLayer, ViewState
+from .sources import ModelSource, load_handle
 
-__all__ = ["Explorer", "DEFAULT_TEXT", "load_model"]
+__all__ = ["Explorer", "DEFAULT_TEXT", "MEAN"]
 
-DEFAULT_TEXT = (
-    "The capital of France is Paris. It is known for the Eiffel Tower, which was built "
-    "in 1889.\nWhere is the Eiffel Tower? It stands in Paris, next to the river Seine."
-)
-MEAN = -1  # ``head`` value meaning "mean over heads or channels"
-
-# Layers kept per explorer (each holds spectra (C, L-1, K) and the captured operators).
-_CACHE_SIZE = 8
-# At most this many channels are drawn as scatter points (SSM layers have thousands).
-_MAX_SCATTER_CHANNELS = 64
-# Models kept loaded across explorers (loading smollm2-135m takes about 10 s).
-_HANDLES: OrderedDict = OrderedDict()
-_MAX_HANDLES = 2
-_OFFLINE_READY = False
-# trait -> the control that shows it
-_CONTROLS = {
-    "layer": "_layer_slider",
-    "head": "_head_dropdown",
-    "tol": "_tol_slider",
-    "relative": "_relative_toggle",
-    "split": "_split_slider",
-}
+# The first view of a layer should take about this long (seconds of spectra).
+COARSE_SECONDS = 1.0
+# Work between two cancellation checks, and between two redraws while refining.
+CHUNK_SECONDS = 0.25
+REDRAW_SECONDS = 1.0
+# Layers kept per explorer, by the bytes of their spectra (the shown one always stays).
+CACHE_BYTES = 768 * 2**20
+# The overview keeps spectra of every layer at a stride that fits this many bytes.
+OVERVIEW_BYTES = 512 * 2**20
+OVERVIEW_COARSE_SPLITS = 16
+# The tolerance slider's range (a text box next to it shows any value >= 0).
+TOL_EXPONENTS = (-10, 1)
 
 _CSS = """
 <style>
@@ -71,40 +66,19 @@ _CSS = """
   border-left: 4px solid #c0392b; white-space: pre-wrap; }
 .essw-explorer .essw-busy { color: #8a6d00; }
 .essw-explorer .essw-summary { background: #f4f6f8; padding: 4px 10px; border-radius: 4px; }
+.essw-explorer .essw-noise-note { color: #8a6d00; padding: 2px 10px; }
 .essw-explorer .essw-stale { opacity: 0.35; }
 </style>
 """
 
+_offline_ready = threading.Event()
+
 
 def _ensure_offline() -> None:
     """Inline the vega libraries once per process (no CDN)."""
-    global _OFFLINE_READY
-    if not _OFFLINE_READY:
+    if not _offline_ready.is_set():
         views.enable_offline()
-        _OFFLINE_READY = True
-
-
-def load_model(name: str):
-    """``ess_widgets.adapters.load(name)``, cached: the last two models stay loaded."""
-    if name in _HANDLES:
-        _HANDLES.move_to_end(name)
-        return _HANDLES[name]
-    try:  # transformers' per-tensor progress bars would fill the notebook output
-        from transformers.utils import logging as hf_logging
-    except ImportError:  # pragma: no cover
-        hf_logging = None
-    quiet = hf_logging is not None and hf_logging.is_progress_bar_enabled()
-    if quiet:
-        hf_logging.disable_progress_bar()
-    try:
-        handle = load(name)
-    finally:
-        if quiet:
-            hf_logging.enable_progress_bar()
-    _HANDLES[name] = handle
-    while len(_HANDLES) > _MAX_HANDLES:
-        _HANDLES.popitem(last=False)
-    return handle
+        _offline_ready.set()
 
 
 def _message(err: BaseException) -> str:
@@ -114,63 +88,96 @@ def _message(err: BaseException) -> str:
     return f"{type(err).__name__}: {text}"
 
 
+def _check_int(value, name: str, *, allow_none: bool = False) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"`{name}` must be an int, got {type(value).__name__} ({value!r}).")
+    return int(value)
+
+
+def _check_tol(tol) -> float:
+    if isinstance(tol, (bool, np.bool_)) or not isinstance(tol, numbers.Real):
+        raise TypeError(
+            f"`tol` must be a number >= 0 (e.g. tol=1e-3), got {type(tol).__name__} ({tol!r})."
+        )
+    value = float(tol)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"`tol` must be a finite number >= 0 (e.g. tol=1e-3), got {tol!r}.")
+    return value
+
+
+def _check_bool(value, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"`{name}` must be True or False, got {type(value).__name__} ({value!r}).")
+    return bool(value)
+
+
+class _TraitValueError(traitlets.TraitError, ValueError):
+    """A bad trait value: catchable as TraitError or ValueError."""
+
+
 class Explorer(widgets.VBox):
     """Live ESS of one layer of a language model on a text, in one widget.
 
     Parameters
     ----------
-    model : str, default "smollm2-135m"
-        A built-in name (``ess_widgets.adapters.builtin_models()``), a hub id or a
-        local folder (anything ``ess_widgets.adapters.load`` accepts). The MQAR
-        models (``"mqar-gla-dk8-kv8"``, ...) read MQAR token text (``"k3 v17 _
-        q:k3"``, see ``ess_widgets.adapters.mqar``).
+    model : str or handle, default "smollm2-135m"
+        A built-in name (``ess_widgets.builtin_models()``), a hub id, a local
+        folder (anything ``ess_widgets.load`` accepts), or a handle it returned.
+        The MQAR models (``"mqar-gla-dk8-kv8"``, ...) read MQAR token text.
     text : str
         The input text. While it is the default English text, a model with its own
-        input format (MQAR) shows its ``default_text`` instead: an MQAR sequence
-        of the model's training task.
+        input format (MQAR) shows its ``default_text`` instead.
     layer : int, default 0
     head : int, default 0
-        Head or channel; ``-1`` shows the mean over heads (channels).
+        Head or channel; ``-1`` shows the mean over the layer's heads (channels).
     tol : float, default 1e-3
-        Tolerance of the tolerance-ESS.
+        Tolerance of the tolerance-ESS, >= 0.
     relative : bool, default False
         Count singular values above ``tol * sigma_1`` instead of ``tol``.
     split : int, optional
         The split ``i`` (``1 .. L-1``); the middle of the text by default.
-    max_tokens : int, default 256
-        Longer texts are refused with a message.
+    mixer : str, optional
+        For blocks with several mixers (``handle.mixers(layer)``): which one; the
+        first by default.
+    max_tokens : int, default 4096
+        Longer texts are refused with a message (the model's context length also
+        applies).
 
     Attributes (traitlets, observable and settable from Python)
     ----------
-    model, text, layer, head, tol, relative, split
-        The state above; setting one updates the views.
+    model, text, layer, mixer, head, tol, relative, split
+        The state above; setting one updates the views. ``model`` holds the name.
     busy : bool
-        True while a model or a layer is being computed.
+        True while the view is being computed (loading, recording, refining).
+    progress : float
+        Fraction of the shown layer's (head, split) spectra computed, 0 to 1.
     error : str
         The last error, shown in the widget ("" when all is well).
-    last_update_ms : float
-        Python-side time of the last view update (re-threshold and charts).
 
     Examples
     --------
     >>> ex = Explorer()  # doctest: +SKIP
     >>> ex.tol = 1e-2; ex.layer = 5; ex.head = -1  # doctest: +SKIP
-    >>> ex.export_html("explorer.html")  # doctest: +SKIP
+    >>> ex.wait().export_html("explorer.html")  # doctest: +SKIP
     """
 
     model = traitlets.Unicode("smollm2-135m").tag(sync=True)
     text = traitlets.Unicode(DEFAULT_TEXT).tag(sync=True)
     layer = traitlets.Int(0).tag(sync=True)
+    mixer = traitlets.Unicode("").tag(sync=True)
     head = traitlets.Int(0).tag(sync=True)
     tol = traitlets.Float(DEFAULT_TOL).tag(sync=True)
     relative = traitlets.Bool(False).tag(sync=True)
     split = traitlets.Int(None, allow_none=True).tag(sync=True)
     busy = traitlets.Bool(False).tag(sync=True)
+    progress = traitlets.Float(0.0).tag(sync=True)
     error = traitlets.Unicode("").tag(sync=True)
 
     def __init__(
         self,
-        model: str = "smollm2-135m",
+        model="smollm2-135m",
         text: str = DEFAULT_TEXT,
         layer: int = 0,
         head: int = 0,
@@ -178,46 +185,94 @@ class Explorer(widgets.VBox):
         relative: bool = False,
         split: int | None = None,
         *,
-        max_tokens: int = 256,
+        mixer: str | None = None,
+        max_tokens: int = 4096,
         _source=None,
         _title: str | None = None,
     ):
+        # check every argument before anything starts
+        handles = {}
+        if _source is None:
+            if isinstance(model, str):
+                if not model.strip():
+                    raise ValueError("`model` is empty: pass a name such as 'smollm2-135m'.")
+                name = model.strip()
+            elif isinstance(model, OperatorHandle):
+                name = str(model.name or type(model).__name__)
+                handles[name] = model
+            else:
+                raise TypeError(
+                    "`model` must be a model name or a handle from ess_widgets.load, got "
+                    f"{type(model).__name__}."
+                )
+            if not isinstance(text, str):
+                raise TypeError(f"`text` must be a str, got {type(text).__name__} ({text!r}).")
+        layer = _check_int(layer, "layer")
+        head = _check_int(head, "head")
+        split = _check_int(split, "split", allow_none=True)
+        tol = _check_tol(tol)
+        relative = _check_bool(relative, "relative")
+        if mixer is not None and not isinstance(mixer, str):
+            raise TypeError(f"`mixer` must be a str or None, got {type(mixer).__name__}.")
+        max_tokens = _check_int(max_tokens, "max_tokens")
+        if max_tokens < 2:
+            raise ValueError(f"`max_tokens` must be at least 2, got {max_tokens}.")
+        if layer < 0:
+            raise ValueError(f"`layer` must be >= 0, got {layer}.")
+        if head < MEAN:
+            raise ValueError(f"`head` must be -1 (the mean) or a head index >= 0, got {head}.")
+
         _ensure_offline()
         super().__init__()
         self.add_class("essw-explorer")
-        self.max_tokens = int(max_tokens)
+        self.max_tokens = max_tokens
         self.last_update_ms = float("nan")
+        self.timings: dict = {}  # seconds from the last data change to the coarse/complete view
+        self._handles = handles
         self._fixed_source = _source
         self._source = _source
         self._source_key = ("data", id(_source)) if _source is not None else None
         self._auto_text: str | None = None  # a model's own example, put in by the explorer
-        self._cache: OrderedDict = OrderedDict()
+        self._cache: OrderedDict = OrderedDict()  # (source key, layer, mixer) -> (src, data)
         self._data: LayerData | None = None
-        self._charts: dict[str, alt.TopLevelMixin] = {}
-        self._overview_table: pd.DataFrame | None = None
-        self._overview_spectra: list[np.ndarray] | None = None
-        self._suspend = True
+        self._charts: dict = {}
+        self._seconds_per_cost: dict = {}  # structured? -> measured seconds per cost unit
+        # one lock for all state changes and redraws; the worker and the kernel share it
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
+        self._generation = 0
+        self._view_task = None
+        self._overview_task = None
+        self._overview_generation = 0
+        self._overview_layers: list[OverviewLayer] = []
+        self._overview_done = False
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._quiet = 0  # > 0 while the explorer itself sets traits (no new job)
+        self._pushing = False  # True while controls are set from traits
+        self._operator_key = None  # what the operator heatmap shows now
+
         self._build_controls(_title)
-        with self.hold_trait_notifications():
-            self.model = "" if _source is not None else str(model)
-            self.text = "" if _source is not None else str(text)
-            self.layer = int(layer)
-            self.head = int(head)
-            self.tol = float(tol)
-            self.relative = bool(relative)
+        self._quiet += 1
+        try:
+            self.model = "" if _source is not None else name
+            self.text = "" if _source is not None else text
+            self.layer, self.head, self.tol, self.relative = layer, head, tol, relative
             self.split = split
+            self.mixer = mixer or ""
+        finally:
+            self._quiet -= 1
         self._link_controls()
-        self._suspend = False
-        self._load()
+        self._submit_view(new_source=True)
 
     # ---------------------------------------------------------------- building
     def _build_controls(self, title: str | None) -> None:
         W = widgets
-        wide = W.Layout(width="auto")
         style = {"description_width": "initial"}
         data_mode = self._fixed_source is not None
         self._title = W.HTML(
-            f'<div class="essw-title">{html.escape(title or "Effective state-size explorer")}</div>'
+            '<div class="essw-title">'
+            f"{html.escape(visible_text(title or 'Effective state-size explorer'))}</div>"
         )
         options = builtin_models()
         self._model_dropdown = W.Dropdown(
@@ -237,21 +292,28 @@ class Explorer(widgets.VBox):
         self._layer_slider = W.IntSlider(
             0, min=0, max=1, description="layer", continuous_update=False, style=style
         )
+        self._mixer_dropdown = W.Dropdown(
+            options=[("mixer", "")], value="", description="mixer", layout=W.Layout(width="220px")
+        )
+        self._mixer_dropdown.layout.display = "none"  # shown for blocks with several mixers
         self._head_dropdown = W.Dropdown(
             options=[("head 0", 0)], value=0, description="head", layout=W.Layout(width="260px")
         )
+        lo, hi = TOL_EXPONENTS
         self._tol_slider = W.FloatLogSlider(
             value=DEFAULT_TOL,
             base=10,
-            min=-10,
-            max=1,
+            min=lo,
+            max=hi,
             step=0.1,
             description="tolerance",
-            readout_format=".1e",
+            readout=False,
             continuous_update=True,
             style=style,
-            layout=W.Layout(width="380px"),
+            layout=W.Layout(width="320px"),
         )
+        # the exact value, also outside the slider's range (tol = 0 counts every non-zero value)
+        self._tol_text = W.FloatText(value=DEFAULT_TOL, layout=W.Layout(width="110px"))
         self._relative_toggle = W.ToggleButtons(
             options=[("absolute", False), ("relative (× σ₁)", True)],
             value=False,
@@ -276,8 +338,15 @@ class Explorer(widgets.VBox):
             tooltip="compute ESS of this text",
             layout=W.Layout(width="120px", flex="0 0 auto"),
         )
-        self._compute_button.on_click(lambda _: setattr(self, "text", self._text_area.value))
+        self._compute_button.on_click(
+            lambda _: self._set_from_control("text", self._text_area.value)
+        )
         self._status = W.HTML("")
+        self._progress_bar = W.FloatProgress(
+            value=0.0, min=0.0, max=1.0, description="refining", layout=W.Layout(width="300px")
+        )
+        self._progress_bar.add_class("essw-progress")
+        self._progress_bar.layout.visibility = "hidden"
         self._error_box = W.HTML("")
         self._summary = W.HTML("")
 
@@ -288,18 +357,17 @@ class Explorer(widgets.VBox):
             )
             rows += [model_row, text_row]
         rows += [
-            W.HBox([self._layer_slider, self._head_dropdown]),
-            W.HBox([self._tol_slider, self._relative_toggle]),
-            W.HBox([self._split_slider, self._status]),
+            W.HBox([self._layer_slider, self._mixer_dropdown, self._head_dropdown]),
+            W.HBox([self._tol_slider, self._tol_text, self._relative_toggle]),
+            W.HBox([self._split_slider, self._progress_bar, self._status]),
             self._error_box,
         ]
 
-        # views
         self._token_view = views.TokenView()
         self._token_view.observe(self._on_token_click, names="selected")
         self._chart_widgets = {
             name: alt.JupyterChart(_placeholder(), embed_options={"actions": False})
-            for name in ("spectrum", "ess_curve", "tolerance_vs_entropy", "operator", "overview")
+            for name in (*dashboard.CHARTS, "overview")
         }
         cw = self._chart_widgets
         self._views = W.VBox(
@@ -313,8 +381,9 @@ class Explorer(widgets.VBox):
                 ),
             ]
         )
+        self._views.layout.display = "none"  # until the first data arrives
         self._overview_button = W.Button(
-            description="compute overview (all layers)", icon="th", layout=wide
+            description="compute overview (all layers)", icon="th", layout=W.Layout(width="auto")
         )
         self._overview_button.on_click(lambda _: self.compute_overview())
         self._overview_measure = W.ToggleButtons(
@@ -322,88 +391,121 @@ class Explorer(widgets.VBox):
             value="tolerance-ESS",
             style={"button_width": "130px"},
         )
-        self._overview_measure.observe(lambda _: self._show_overview(), names="value")
-        self._progress = W.IntProgress(value=0, min=0, max=1, layout=W.Layout(width="260px"))
-        self._progress.layout.visibility = "hidden"
+        self._overview_measure.observe(lambda _: self._locked(self._show_overview), names="value")
+        self._overview_progress = W.FloatProgress(
+            value=0.0, min=0.0, max=1.0, layout=W.Layout(width="260px")
+        )
+        self._overview_progress.add_class("essw-overview-progress")
+        self._overview_progress.layout.visibility = "hidden"
+        self._overview_status = W.HTML("")
         cw["overview"].layout.display = "none"
         self._overview_box = W.VBox(
             [
-                W.HBox([self._overview_button, self._overview_measure, self._progress]),
+                W.HBox(
+                    [
+                        self._overview_button,
+                        self._overview_measure,
+                        self._overview_progress,
+                        self._overview_status,
+                    ]
+                ),
                 cw["overview"],
             ]
         )
         self.children = [*rows, self._views, self._overview_box]
 
+    # trait -> the controls that show it
+    def _controls(self, trait: str) -> list:
+        return {
+            "layer": [self._layer_slider],
+            "mixer": [self._mixer_dropdown],
+            "head": [self._head_dropdown],
+            "tol": [self._tol_slider, self._tol_text],
+            "relative": [self._relative_toggle],
+            "split": [self._split_slider],
+        }[trait]
+
     def _link_controls(self) -> None:
-        """Two-way sync of traits and controls (by hand: a control may not yet accept a
-        trait's value, e.g. a head before the layer's heads are known)."""
-        self._pushing = False
-        for trait, attr in _CONTROLS.items():
-            getattr(self, attr).observe(functools.partial(self._on_control, trait), names="value")
+        """Two-way sync of traits and controls, by hand: a control may not yet accept a
+        trait's value (a head before the layer's heads are known, tol = 0 on a log slider)."""
+        for trait in ("layer", "mixer", "head", "tol", "relative", "split"):
+            for control in self._controls(trait):
+                control.observe(functools.partial(self._on_control, trait), names="value")
         self._model_dropdown.observe(self._on_model_dropdown, names="value")
         self._sync_model_controls()
         self._text_area.value = self.text
         self._push_all()
 
     def _on_control(self, trait: str, change) -> None:
-        if self._pushing or self._suspend:
-            return
-        if trait in ("split", "head") and self._data is None:
-            return
+        with self._lock:
+            if self._pushing:
+                return
+            if trait in ("split", "head", "mixer") and self._data is None:
+                return
+            self._set_from_control(trait, change["new"])
+
+    def _set_from_control(self, trait: str, value) -> None:
         try:
-            setattr(self, trait, change["new"])
-        except traitlets.TraitError as err:
+            setattr(self, trait, value)
+        except (traitlets.TraitError, TypeError, ValueError) as err:
             self._set_error(err)
+            self._push(trait)  # the control goes back to the trait's value
 
     def _push(self, trait: str) -> None:
-        """Show a trait's value on its control, if the control can show it."""
-        control = getattr(self, _CONTROLS[trait])
+        """Show a trait's value on its controls, as far as they can show it."""
         value = getattr(self, trait)
         if value is None:
             return
-        if isinstance(control, widgets.Dropdown):
-            ok = value in [v for _, v in control.options]
-        elif isinstance(control, widgets.FloatLogSlider):
-            ok = control.base**control.min <= value <= control.base**control.max
-        elif isinstance(control, widgets.IntSlider):
-            ok = control.min <= value <= control.max
-        else:
-            ok = True
-        if ok and control.value != value:
+        with self._lock:
             self._pushing = True
             try:
-                control.value = value
+                for control in self._controls(trait):
+                    if isinstance(control, widgets.Dropdown):
+                        if value in [v for _, v in control.options]:
+                            control.value = value
+                    elif isinstance(control, widgets.FloatLogSlider):
+                        lo, hi = control.base**control.min, control.base**control.max
+                        control.value = min(max(value, lo), hi)  # tol = 0: the left end
+                    elif isinstance(control, widgets.FloatText):
+                        control.value = value
+                    elif isinstance(control, widgets.IntSlider):
+                        if control.min <= value <= control.max:
+                            control.value = value
+                    else:
+                        control.value = value
             finally:
                 self._pushing = False
 
     def _push_all(self) -> None:
-        for trait in _CONTROLS:
+        for trait in ("layer", "mixer", "head", "tol", "relative", "split"):
             self._push(trait)
 
     # ------------------------------------------------------------ validation
     @traitlets.validate("tol")
-    def _check_tol(self, proposal):
-        value = float(proposal["value"])
-        if not np.isfinite(value) or value < 0:
-            raise traitlets.TraitError(f"`tol` must be a finite number >= 0, got {value}.")
-        return value
+    def _check_tol_trait(self, proposal):
+        try:
+            return _check_tol(proposal["value"])
+        except (TypeError, ValueError) as err:
+            raise _TraitValueError(str(err)) from None
 
     @traitlets.validate("layer")
     def _check_layer(self, proposal):
         value = int(proposal["value"])
-        n = self._source.num_layers if self._source is not None else None
+        source = self._source
+        n = source.num_layers if source is not None else None
         if value < 0 or (n is not None and value >= n):
             bound = f"0 .. {n - 1}" if n is not None else ">= 0"
-            raise traitlets.TraitError(f"`layer` must be in {bound}, got {value}.")
+            raise _TraitValueError(f"`layer` must be in {bound}, got {value}.")
         return value
 
     @traitlets.validate("head")
     def _check_head(self, proposal):
         value = int(proposal["value"])
-        C = self._data.num_channels if self._data is not None else None
+        data = self._data
+        C = data.num_channels if data is not None else None
         if value < MEAN or (C is not None and value >= C):
             top = f"{C - 1}" if C is not None else "C-1"
-            raise traitlets.TraitError(
+            raise _TraitValueError(
                 f"`head` must be -1 (mean over heads/channels) or in 0 .. {top}, got {value}."
             )
         return value
@@ -411,149 +513,302 @@ class Explorer(widgets.VBox):
     @traitlets.validate("split")
     def _check_split(self, proposal):
         value = proposal["value"]
-        if self._data is None:
+        data = self._data
+        if data is None:
             return value
-        L = self._data.length
+        L = data.length
         if value is None:
             return L // 2
         value = int(value)
         if not 1 <= value <= L - 1:
-            raise traitlets.TraitError(f"`split` must be in 1 .. L-1 = {L - 1}, got {value}.")
+            raise _TraitValueError(f"`split` must be in 1 .. L-1 = {L - 1}, got {value}.")
         return value
 
     # ------------------------------------------------------------- observers
-    @traitlets.observe("model", "text", "layer")
+    @traitlets.observe("model", "text", "layer", "mixer")
     def _on_data_change(self, change) -> None:
-        if change["name"] == "layer":
-            self._push("layer")
-        if change["name"] == "model":
-            self._sync_model_controls()
-        if change["name"] == "text" and self._text_area.value != change["new"]:
-            self._text_area.value = change["new"]
-        if not self._suspend:
-            self._load()
+        with self._lock:
+            name = change["name"]
+            if name in ("layer", "mixer"):
+                self._push(name)
+            if name == "model":
+                self._sync_model_controls()
+            if name == "text" and self._text_area.value != change["new"]:
+                self._text_area.value = change["new"]
+            if self._quiet or not hasattr(self, "_views"):
+                return
+            self._submit_view(new_source=name in ("model", "text"), strict_mixer=name == "mixer")
 
     @traitlets.observe("head", "split", "tol", "relative")
     def _on_view_change(self, change) -> None:
-        self._push(change["name"])
-        if not self._suspend:
+        with self._lock:
+            self._push(change["name"])
+            if self._quiet or not hasattr(self, "_views"):
+                return
             self._refresh({change["name"]})
+            self._cond.notify_all()  # the worker re-plans for the new head or split
 
     def _on_token_click(self, change) -> None:
         new = change["new"]
-        if new >= 1 and not self._suspend and self._data is not None and new != self.split:
-            self.split = new
+        with self._lock:
+            if new >= 1 and not self._quiet and self._data is not None and new != self.split:
+                self._set_from_control("split", new)
 
     def _on_model_dropdown(self, change) -> None:
-        if change["new"] and change["new"] != self.model and not self._suspend:
-            self.model = change["new"]
+        if change["new"] and change["new"] != self.model and not self._pushing:
+            self._set_from_control("model", change["new"])
 
     def _load_model_text(self) -> None:
         name = self._model_text.value.strip()
         if name:
-            self.model = name
+            self._set_from_control("model", name)
 
     def _sync_model_controls(self) -> None:
-        if self.model in self._model_dropdown.options:
-            self._model_dropdown.value = self.model
-        elif self.model:
-            self._model_text.value = self.model
-
-    # ------------------------------------------------------------- computing
-    def _set_busy(self, message: str) -> None:
-        self.busy = True
-        self._status.value = f'<span class="essw-busy">⏳ {html.escape(message)}</span>'
-
-    def _set_error(self, err: BaseException | str) -> None:
-        text = err if isinstance(err, str) else _message(err)
-        self.error = text
-        self._error_box.value = (
-            f'<div class="essw-error-box" role="alert">{html.escape(text)}</div>'
-        )
-        self._views.add_class("essw-stale")
-        self._views.layout.display = "none"  # never leave views of another setting
-        self._token_view.error = text
-
-    def _clear_error(self) -> None:
-        self.error = ""
-        self._error_box.value = ""
-        self._views.remove_class("essw-stale")
-        self._views.layout.display = None
-        self._token_view.error = ""
-
-    def _ensure_source(self) -> None:
-        if self._fixed_source is not None:
-            self._source = self._fixed_source
-            return
-        key = (self.model, self.text)
-        if self._source is not None and self._source_key == key:
-            return
-        self._source, self._source_key, self._data = None, None, None
-        if not self.model.strip():
-            raise ValueError("No model: choose a built-in model or type a hub id or folder.")
-        if self.model not in _HANDLES:
-            self._set_busy(f"loading {self.model} …")
-        handle = load_model(self.model.strip())
-        self._use_model_text(handle)
-        self._source = ModelSource(handle, self.text, max_tokens=self.max_tokens)
-        self._source_key = (self.model, self.text)
-        self._overview_table = None
-        self._overview_spectra = None
-        self._chart_widgets["overview"].layout.display = "none"
-
-    def _use_model_text(self, handle) -> None:
-        """Swap in the model's own example text (``handle.default_text``, e.g. an MQAR
-        sequence) while the text is the default one or another model's example."""
-        own = getattr(handle, "default_text", None) or DEFAULT_TEXT
-        if self.text != own and self.text in (DEFAULT_TEXT, self._auto_text):
-            suspend, self._suspend = self._suspend, True
-            try:
-                self.text = own
-            finally:
-                self._suspend = suspend
-        self._auto_text = None if own == DEFAULT_TEXT else own
-
-    def layer_data(self, layer: int | None = None) -> LayerData:
-        """The cached spectra (and friends) of a layer of the current model and text."""
-        self._ensure_source()
-        layer = self.layer if layer is None else int(layer)
-        key = (self._source_key, layer)
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
-        data = self._source.layer_data(layer)
-        self._cache[key] = data
-        while len(self._cache) > _CACHE_SIZE:
-            self._cache.popitem(last=False)
-        return data
-
-    def _load(self) -> None:
-        """Compute (or fetch from the cache) the current layer, then redraw everything."""
+        self._pushing = True
         try:
-            self._ensure_source()
-            key = (self._source_key, self.layer)
-            if self.layer >= self._source.num_layers:
-                raise IndexError(
-                    f"Layer {self.layer} is out of range: the model has "
-                    f"{self._source.num_layers} layers (0..{self._source.num_layers - 1})."
+            if self.model in self._model_dropdown.options:
+                self._model_dropdown.value = self.model
+            elif self.model:
+                self._model_text.value = self.model
+        finally:
+            self._pushing = False
+
+    # ------------------------------------------------------------- the worker
+    def _submit_view(self, *, new_source: bool, strict_mixer: bool = False) -> None:
+        """Start computing the view of the current model, text, layer and mixer.
+
+        ``strict_mixer``: the user chose the mixer, so one the layer lacks is an error
+        (after a layer change the first mixer of the new layer is taken instead).
+        """
+        with self._cond:
+            self._generation += 1
+            self._view_task = self._view_steps(
+                self._generation,
+                self.model,
+                self.text,
+                int(self.layer),
+                self.mixer,
+                strict_mixer,
+            )
+            self._submitted = time.perf_counter()
+            self.timings = {}
+            if new_source and self._fixed_source is None:
+                self._cancel_overview()
+            self.busy = True
+            self._set_status(f"computing layer {self.layer} …")
+            if self._data is not None:
+                self._views.add_class("essw-stale")
+            self._cond.notify_all()
+        self._ensure_thread()
+
+    def _ensure_thread(self) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._work, name="essw-explorer", daemon=True
                 )
-            if key not in self._cache:
-                self._set_busy(f"computing layer {self.layer} …")
-            data = self.layer_data()
-        except Exception as err:
-            self._data = None
-            self._set_error(err)
-            self.busy = False
-            self._status.value = ""
-            return
-        self._suspend = True
-        self._pushing = True  # new ranges may clamp control values: not a user change
+                self._thread.start()
+
+    def _work(self) -> None:
+        """The background thread: one step of the view job, else of the overview job."""
+        while True:
+            with self._cond:
+                while self._view_task is None and self._overview_task is None:
+                    if self._closed:
+                        return
+                    self._cond.wait()
+                if self._closed:
+                    return
+                is_view = self._view_task is not None
+                task = self._view_task if is_view else self._overview_task
+            try:
+                next(task)
+            except StopIteration:
+                self._finish(task, is_view, None)
+            except Exception as err:  # shown in the widget, never lost
+                self._finish(task, is_view, err)
+
+    def _finish(self, task, is_view: bool, err: BaseException | None) -> None:
+        with self._cond:
+            if is_view and self._view_task is task:
+                self._view_task = None
+                if err is not None:
+                    self._data = None
+                    self._set_error(err)
+                self.busy = False
+                self._progress_bar.layout.visibility = "hidden"
+                self._set_status("")
+            elif not is_view and self._overview_task is task:
+                self._overview_task = None
+                self._overview_progress.layout.visibility = "hidden"
+                self._overview_button.disabled = False
+                if err is not None:
+                    self._overview_status.value = (
+                        f'<span class="essw-error">{html.escape(visible_text(_message(err)))}'
+                        "</span>"
+                    )
+                else:
+                    self._overview_status.value = ""
+            self._cond.notify_all()
+
+    def _current(self, generation: int) -> bool:
+        return generation == self._generation and not self._closed
+
+    def _view_steps(
+        self, generation: int, model: str, text: str, layer: int, mixer: str, strict: bool
+    ):
+        """The view job: source, layer, then chunks of spectra until complete."""
+        source = self._ensure_source(model, text)
+        yield
+        if layer >= source.num_layers:
+            raise IndexError(
+                f"Layer {layer} is out of range: the model has {source.num_layers} layers "
+                f"(0..{source.num_layers - 1})."
+            )
+        mixers = source.mixers(layer)
+        if not mixers:
+            raise ValueError(
+                f"Layer {layer} has no sequence mixer (an MLP-only block): choose another "
+                f"layer ({[k for k in range(source.num_layers) if source.mixers(k)][:8]} ...)."
+            )
+        if mixer not in mixers:
+            if strict and mixer:
+                raise ValueError(f"`mixer` {mixer!r} is not in layer {layer}: it has {mixers}.")
+            mixer = mixers[0]
+        layer_source, data = self._layer(layer, mixer)
+        yield
+        with self._lock:
+            if not self._current(generation):
+                return
+            self._install(data, mixers, mixer)
+        costs = layer_source.costs()
+        structured = layer_source.structured
+        coarse_reported = data.complete
+        last_draw, draw_seconds = time.perf_counter(), 0.0
+        while True:
+            with self._lock:
+                if not self._current(generation):
+                    return
+                state = self._state()
+                speed = self._seconds_per_cost.get(structured)
+                if not data.coarse and speed is not None:
+                    n = data.num_channels if state.head == MEAN else 1
+                    stride = dashboard.choose_stride(costs, speed * n, COARSE_SECONDS)
+                    data.coarse = tuple(dashboard.stride_splits(data.length, stride))
+                shown = state.head
+                chunk = dashboard.next_chunk(
+                    data.computed,
+                    costs,
+                    coarse=data.coarse or (state.split,),
+                    shown=shown,
+                    split=state.split,
+                    seconds_per_cost=speed,
+                    target_s=CHUNK_SECONDS,
+                    channel_cost=layer_source.channel_cost(),
+                )
+            if chunk is None:
+                break
+            channels, splits = chunk
+            t0 = time.perf_counter()
+            values = layer_source.spectra(channels, splits)
+            self._measured(layer_source, channels, splits, time.perf_counter() - t0)
+            with self._lock:
+                data.fill(channels, splits, values)  # correct for this layer even if stale
+                if not self._current(generation):
+                    return
+                coarse_ready = bool(data.coarse) and self._coarse_done(data, self._state())
+                now = time.perf_counter()
+                if coarse_ready and not coarse_reported:
+                    coarse_reported = True
+                    self._refresh({"data"})
+                    self.timings["coarse_s"] = time.perf_counter() - self._submitted
+                elif now - last_draw >= max(REDRAW_SECONDS, 2 * draw_seconds):
+                    self._refresh({"data"})
+                else:
+                    now = None
+                if now is not None:  # redrawn: at most a third of the time goes to drawing
+                    last_draw = time.perf_counter()
+                    draw_seconds = last_draw - now
+                self._show_progress(data)
+            yield
+        with self._lock:
+            if not self._current(generation):
+                return
+            self._refresh({"data"})
+            now = time.perf_counter()
+            self.timings.setdefault("coarse_s", now - self._submitted)
+            self.timings["complete_s"] = now - self._submitted
+            self._show_progress(data)
+
+    @staticmethod
+    def _coarse_done(data: LayerData, state: ViewState) -> bool:
+        rows = np.asarray(data.coarse) - 1
+        channels = slice(None) if state.head == MEAN else [state.head]
+        return bool(data.computed[channels][:, rows].all())
+
+    def _ensure_source(self, model: str, text: str):
+        """The source of the current model and text (loads the model the first time)."""
+        if self._fixed_source is not None:
+            return self._fixed_source
+        with self._lock:
+            if self._source is not None and self._source_key == (model, text):
+                return self._source
+        if not model.strip():
+            raise ValueError("No model: choose a built-in model or type a hub id or folder.")
+        self._set_status(f"loading {model} …")
+        handle = self._handles.get(model) or load_handle(model.strip())
+        text = self._model_text_for(handle, text)
+        source = ModelSource(handle, text, max_tokens=self.max_tokens)
+        with self._lock:
+            self._source, self._source_key = source, (model, text)
+        return source
+
+    def _model_text_for(self, handle, text: str) -> str:
+        """The model's own example text (``handle.default_text``, e.g. an MQAR sequence)
+        while the text is the default one or another model's example."""
+        own = getattr(handle, "default_text", None) or DEFAULT_TEXT
+        with self._lock:
+            if text != own and text in (DEFAULT_TEXT, self._auto_text):
+                text = own
+                self._quiet += 1
+                try:
+                    self.text = own
+                finally:
+                    self._quiet -= 1
+            self._auto_text = None if own == DEFAULT_TEXT else own
+        return text
+
+    def _layer(self, layer: int, mixer: str):
+        """``(LayerSource, LayerData)`` of a layer's mixer, from the cache or new."""
+        key = (self._source_key, layer, mixer)
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        self._set_status(f"recording layer {layer} …")
+        layer_source = self._source.layer(layer, mixer)
+        data = layer_source.new_data()
+        with self._lock:
+            self._cache[key] = (layer_source, data)
+            total = sum(d.nbytes for _, d in self._cache.values())
+            while total > CACHE_BYTES and len(self._cache) > 1:
+                _, (_, old) = self._cache.popitem(last=False)
+                total -= old.nbytes
+        return layer_source, data
+
+    def _install(self, data: LayerData, mixers: list[str], mixer: str) -> None:
+        """Make ``data`` the shown layer: control ranges, clamped head and split, views."""
+        source = self._source
+        self._quiet += 1
+        self._pushing = True
         try:
             self._data = data
             L, C = data.length, data.num_channels
-            self._layer_slider.max = max(self._source.num_layers - 1, 0)
-            self._layer_slider.disabled = self._source.num_layers < 2
-            name = data.channel
+            self._layer_slider.max = max(source.num_layers - 1, 0)
+            self._layer_slider.disabled = source.num_layers < 2
+            self._mixer_dropdown.options = [(m, m) for m in mixers]
+            self._mixer_dropdown.layout.display = None if len(mixers) > 1 else "none"
+            name = data.channel_name
             self._head_dropdown.options = [(f"mean over {name}s", MEAN)] + [
                 (f"{name} {c}", c) for c in range(C)
             ]
@@ -562,238 +817,327 @@ class Explorer(widgets.VBox):
         finally:
             self._pushing = False
         try:
+            self.mixer = mixer
             if self.head >= C:
                 self.head = C - 1
             split = self.split
             self.split = L // 2 if split is None else min(max(int(split), 1), L - 1)
             self._push_all()
         finally:
-            self._suspend = False
-            self.busy = False
-            self._status.value = ""
-        self._refresh(None)
-
-    # ------------------------------------------------------------------ views
-    def _refresh(self, changed: set[str] | None) -> None:
-        """Re-threshold the cached spectra and rebuild the charts that depend on ``changed``."""
-        d = self._data
-        if d is None:
-            return
-        every = changed is None
-        changed = changed or set()
-        t0 = time.perf_counter()
-        try:
-            self._draw(d, every, changed)
-        except Exception as err:
-            self._set_error(err)
-            return
+            self._quiet -= 1
         if self.error:
             self._clear_error()
-        self.last_update_ms = (time.perf_counter() - t0) * 1e3
+        self._views.remove_class("essw-stale")
+        self._views.layout.display = None
+        self._redraw()
+        self._show_progress(data)
+
+    def _show_progress(self, data: LayerData) -> None:
+        self.progress = data.progress
+        self._progress_bar.value = data.progress
+        done = data.complete
+        self._progress_bar.layout.visibility = "hidden" if done else "visible"
+        self._set_status("" if done else f"refining layer {data.layer}: {data.progress:.0%}")
+
+    # ------------------------------------------------------------------ views
+    def _state(self) -> ViewState:
+        return ViewState(
+            head=int(self.head), split=int(self.split), tol=float(self.tol), relative=self.relative
+        )
+
+    def _redraw(self) -> None:
+        self._refresh(None)
+
+    def _refresh(self, changed: set[str] | None) -> None:
+        """Re-threshold the shown spectra and redraw the views that depend on ``changed``."""
+        with self._lock:
+            d = self._data
+            if d is None or self.split is None:
+                return
+            t0 = time.perf_counter()
+            try:
+                state = self._state()
+                numbers_ = dashboard.view_numbers(d, state)
+                # the heatmap shows one channel's operator: redraw it only when that changes
+                # (with head = -1 the channel closest to the mean can change as data refines)
+                operator_key = (
+                    id(d),
+                    d.layer,
+                    d.mixer,
+                    numbers_["shown_head"],
+                    state.split,
+                    state.head == MEAN,
+                )
+                names = dashboard.charts_to_build(changed) - {"operator"}
+                if operator_key != self._operator_key:
+                    names.add("operator")
+                charts = dashboard.build_charts(d, state, numbers_, names)
+                if "operator" in charts:
+                    self._operator_key = operator_key
+                for key, chart in charts.items():
+                    self._charts[key] = chart
+                    _show(self._chart_widgets[key], chart)
+                if changed is None or changed & {"head", "tol", "relative", "data"}:
+                    self._token_view.update_ess(
+                        numbers_["curve_tolerance"],
+                        tokens=list(d.tokens),
+                        value_label=dashboard.token_label(d, state, numbers_),
+                    )
+                if self._token_view.selected != state.split:
+                    self._token_view.selected = state.split
+                self._summary.value = dashboard.summary_html(d, state, numbers_)
+                if (changed is None or changed & {"tol", "relative"}) and self._overview_layers:
+                    self._show_overview()
+            except Exception as err:
+                self._set_error(err)
+                return
+            if self.error:
+                self._clear_error()
+            self.last_update_ms = (time.perf_counter() - t0) * 1e3
 
     def current(self) -> dict:
-        """What the views show now, as arrays: the numbers behind every chart.
+        """What the views show now, as arrays (see ``dashboard.view_numbers``).
+
+        While the view refines, values not computed yet are NaN; ``wait()`` first for
+        the complete view.
+        """
+        with self._lock:
+            d = self._data
+            if d is None or self.split is None:
+                raise RuntimeError(
+                    f"Nothing to show: {self.error or 'the view is being computed (wait())'}"
+                )
+            return dashboard.view_numbers(d, self._state())
+
+    def layer_data(self) -> LayerData:
+        """The shown layer's ``LayerData`` (spectra as far as computed)."""
+        with self._lock:
+            if self._data is None:
+                raise RuntimeError(
+                    f"No layer shown: {self.error or 'the view is being computed (wait())'}"
+                )
+            return self._data
+
+    def wait(self, timeout: float | None = None, *, overview: bool = False) -> Explorer:
+        """Block until the current view is complete (or failed: see ``error``).
+
+        Parameters
+        ----------
+        timeout : float, optional
+            Seconds to wait at most; a TimeoutError after that.
+        overview : bool, default False
+            Also wait for the overview, if one is being computed.
 
         Returns
         -------
-        dict
-            ``tolerance_ess`` and ``entropy_ess`` ``(C, L-1)``, ``curve_tolerance``,
-            ``curve_entropy`` (the curves shown: one head or the mean), ``shown_head``
-            (the head of the spectrum and heatmap), ``split``, ``spectrum`` (its
-            singular values), ``tokens``.
+        Explorer
+            ``self``, so that ``ex.wait().current()`` reads the complete view.
         """
-        d = self._data
-        if d is None:
-            raise RuntimeError(f"Nothing to show: {self.error or 'no data yet'}")
-        tol_ess = d.tolerance_ess(self.tol, self.relative)
-        i = int(self.split)
-        if self.head == MEAN:
-            curve_tol = tol_ess.mean(0)
-            curve_ent = d.entropy.mean(0)
-            curve_tss = None if d.tss is None else d.tss.mean(0)
-            # spectrum and heatmap: the head closest to the mean at this split
-            shown = int(np.argmin(np.abs(tol_ess[:, i - 1] - curve_tol[i - 1])))
-        else:
-            shown = int(self.head)
-            curve_tol = tol_ess[shown]
-            curve_ent = d.entropy[shown]
-            curve_tss = None if d.tss is None else d.tss[shown]
-        return {
-            "tolerance_ess": tol_ess,
-            "entropy_ess": d.entropy,
-            "curve_tolerance": curve_tol,
-            "curve_entropy": curve_ent,
-            "curve_tss": curve_tss,
-            "shown_head": shown,
-            "split": i,
-            "spectrum": d.spectra[shown, i - 1],
-            "tokens": d.tokens,
-        }
+        deadline = None if timeout is None else time.monotonic() + float(timeout)
+        with self._cond:
+            while self._view_task is not None or (overview and self._overview_task is not None):
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(
+                        f"The view was not complete after timeout={timeout} s "
+                        f"({self.progress:.0%} of layer {self.layer} computed)."
+                    )
+                self._cond.wait(remaining)
+        return self
 
-    def _draw(self, d: LayerData, every: bool, changed: set[str]) -> None:
-        cur = self.current()
-        i, shown, name = cur["split"], cur["shown_head"], d.channel
-        tol, rel = self.tol, self.relative
-        C = d.num_channels
-        mean = self.head == MEAN
-        who = f"mean over {C} {name}s" if mean else f"{name} {shown}"
-        tol_text = tolerance_label(tol, rel)
-        charts = {}
-        if every or changed & {"head", "split", "tol", "relative"}:
-            title = None
-            if mean:
-                title = (
-                    f"Singular values of T[i:, :i] at split i={i}, {name} {shown} "
-                    f"(closest to the {name} mean)"
-                )
-            else:
-                title = f"Singular values of T[i:, :i] at split i={i}, {name} {shown}"
-            charts["spectrum"] = views.spectrum_chart(
-                cur["spectrum"], tol=tol, relative=rel, split=i, title=title
-            )
-            charts["ess_curve"] = views.ess_curve_chart(
-                cur["curve_tolerance"],
-                cur["curve_entropy"],
-                tss=cur["curve_tss"],
-                split=i,
-                tokens=d.tokens,
-                tol=tol,
-                relative=rel,
-                title=f"ESS along the sequence, layer {d.layer}, {who}",
-            )
-        if every or changed & {"split", "tol", "relative"}:
-            tol_ess, ent = cur["tolerance_ess"], d.entropy
-            note = ""
-            if C > _MAX_SCATTER_CHANNELS:
-                pick = np.linspace(0, C - 1, _MAX_SCATTER_CHANNELS).round().astype(int)
-                tol_ess, ent = tol_ess[pick], ent[pick]
-                note = f" ({_MAX_SCATTER_CHANNELS} of {C} {name}s)"
-            charts["tolerance_vs_entropy"] = views.tolerance_vs_entropy_chart(
-                tol_ess,
-                ent,
-                tol=tol,
-                relative=rel,
-                split=i,
-                channel_name=name,
-                title=f"Tolerance-ESS against entropy-ESS, layer {d.layer}{note}",
-            )
-        if every or changed & {"head", "split"}:
-            charts["operator"] = views.operator_heatmap(
-                d.dense(shown),
-                split=i,
-                tokens=d.tokens,
-                title=f"Operator T of layer {d.layer}, {name} {shown}"
-                + (" (closest to the mean)" if mean else ""),
-            )
-        for key, chart in charts.items():
-            self._charts[key] = chart
-            _show(self._chart_widgets[key], chart)
-        if every or changed & {"head", "tol", "relative"}:
-            self._token_view.update_ess(
-                cur["curve_tolerance"],
-                tokens=list(d.tokens),
-                value_label=f"tolerance-ESS ({tol_text}), layer {d.layer}, {who}",
-            )
-        if self._token_view.selected != i:
-            self._token_view.selected = i
-        self._summary.value = self._summary_html(d, cur, who)
-        if (every or changed & {"tol", "relative"}) and self._overview_table is not None:
-            self._show_overview()
+    def close(self) -> None:
+        """Stop the background thread and close the widget."""
+        if not hasattr(self, "_cond"):  # the constructor refused its arguments
+            return
+        with self._cond:
+            self._closed = True
+            self._view_task = self._overview_task = None
+            self._cond.notify_all()
+        super().close()
 
-    def _summary_html(self, d: LayerData, cur: dict, who: str) -> str:
-        i = cur["split"]
-        parts = [
-            f"<b>split i={i}</b>, after token {i - 1} "
-            f"<code>{html.escape(display_token(d.tokens[i - 1]))}</code>",
-            f"layer {d.layer} ({html.escape(d.kind)}), {html.escape(who)}",
-            f'tolerance-ESS = <b class="essw-shown-tol-ess">'
-            f"{format_number(round(float(cur['curve_tolerance'][i - 1]), 3))}</b> "
-            f"({html.escape(tolerance_label(self.tol, self.relative))})",
-            f"entropy-ESS = <b>{float(cur['curve_entropy'][i - 1]):.3g}</b>",
-            f"bound min(i, L-i) = {min(i, d.length - i)}",
-        ]
-        if cur["curve_tss"] is not None:
-            parts.append(f"TSS = {format_number(round(float(cur['curve_tss'][i - 1]), 3))}")
-        parts.append(f"L = {d.length} tokens")
-        return '<div class="essw-summary">' + " · ".join(parts) + "</div>"
+    # ------------------------------------------------------------ messages
+    def _set_status(self, message: str) -> None:
+        self._status.value = (
+            f'<span class="essw-busy">⏳ {html.escape(visible_text(message))}</span>'
+            if message
+            else ""
+        )
+
+    def _set_error(self, err: BaseException | str) -> None:
+        text = err if isinstance(err, str) else _message(err)
+        with self._lock:
+            self.error = text
+            self._error_box.value = (
+                f'<div class="essw-error-box" role="alert">{html.escape(visible_text(text))}</div>'
+            )
+            if self._data is None:
+                self._views.layout.display = "none"  # never leave views of another setting
+            self._token_view.error = text
+
+    def _clear_error(self) -> None:
+        self.error = ""
+        self._error_box.value = ""
+        self._views.layout.display = None
+        self._token_view.error = ""
+
+    def _locked(self, fn) -> None:
+        with self._lock:
+            fn()
 
     # --------------------------------------------------------------- overview
-    def compute_overview(self) -> pd.DataFrame:
-        """Average ESS of every layer and head (runs all layers, with a progress bar).
+    def compute_overview(self, *, wait: bool = False) -> pd.DataFrame | None:
+        """Average ESS of every layer, mixer and head, computed in the background.
+
+        A coarse pass (about 16 splits per head) shows first, then the means refine
+        to every split (or the finest stride whose spectra fit in memory). A change
+        of model or text cancels it; the progress bar under the views follows it.
+
+        Parameters
+        ----------
+        wait : bool, default False
+            Block until it is complete and return the table.
 
         Returns
         -------
-        pandas.DataFrame
-            Columns ``layer``, ``head`` (or ``channel``), ``tolerance_ess`` (mean over
-            splits at the current tolerance) and ``entropy_ess`` (mean over splits).
+        pandas.DataFrame or None
+            With ``wait``: columns ``layer``, ``mixer``, ``channel``, ``tolerance_ess``
+            (mean over splits at the current tolerance), ``entropy_ess``, ``splits``.
         """
-        try:
-            self._ensure_source()
-        except Exception as err:
-            self._set_error(err)
-            return pd.DataFrame()
-        n = self._source.num_layers
-        bar = self._progress
-        bar.max, bar.value = n, 0
-        bar.layout.visibility = "visible"
-        self._overview_button.disabled = True
-        spectra_list, entropy_means = [], []
-        keep_bytes, budget = 0, 512 * 2**20
-        try:
-            for layer in range(n):
-                self._set_busy(f"overview: layer {layer + 1} of {n} …")
-                key = (self._source_key, layer)
-                d = self._cache[key] if key in self._cache else self._source.layer_data(layer)
-                if layer == self.layer:
-                    self._cache[key] = d
-                entropy_means.append(d.entropy.mean(1))
-                keep_bytes += d.spectra.nbytes
-                spectra_list.append(d.spectra if keep_bytes <= budget else None)
-                bar.value = layer + 1
-        except Exception as err:
-            self._set_error(err)
-            return pd.DataFrame()
-        finally:
-            self.busy = False
-            self._status.value = ""
-            self._overview_button.disabled = False
-            bar.layout.visibility = "hidden"
-        name = self._data.channel if self._data is not None else "head"
-        rows = []
-        for layer, (s, ent) in enumerate(zip(spectra_list, entropy_means)):
-            tol_mean = (
-                threshold_mean(s, self.tol, self.relative)
-                if s is not None
-                else np.full(len(ent), np.nan)
+        with self._cond:
+            self._overview_generation += 1
+            self._overview_layers = []
+            self._overview_done = False
+            self._overview_task = self._overview_steps(self._overview_generation)
+            self._overview_button.disabled = True
+            self._overview_progress.value = 0.0
+            self._overview_progress.layout.visibility = "visible"
+            self._cond.notify_all()
+        self._ensure_thread()
+        if wait:
+            self.wait(overview=True)
+            return self.overview
+        return None
+
+    @property
+    def overview(self) -> pd.DataFrame | None:
+        """The overview table as far as computed (``compute_overview``), or None."""
+        with self._lock:
+            if not self._overview_layers:
+                return None
+            return dashboard.overview_table(self._overview_layers, self.tol, self.relative)
+
+    def _cancel_overview(self) -> None:
+        self._overview_generation += 1
+        self._overview_task = None
+        self._overview_layers = []
+        self._overview_button.disabled = False
+        self._overview_progress.layout.visibility = "hidden"
+        self._chart_widgets["overview"].layout.display = "none"
+        self._charts.pop("overview", None)
+
+    def _overview_steps(self, generation: int):
+        """The overview job: every (layer, mixer) at a coarse stride, then finer."""
+        source = self._ensure_source(self.model, self.text)
+        pairs = [(k, m) for k in range(source.num_layers) for m in source.mixers(k)]
+        total_steps = 2 * len(pairs)
+        step = 0
+        for pass_index, n_splits in enumerate((OVERVIEW_COARSE_SPLITS, None)):
+            for k, (layer, mixer) in enumerate(pairs):
+                layer_source, data = self._layer(layer, mixer)
+                L, C, K = layer_source.length, layer_source.num_channels, layer_source.width
+                if n_splits is not None:
+                    stride = max((L - 1) // n_splits, 1)
+                else:  # the finest stride whose spectra of every layer fit the budget
+                    per_split = 8 * C * K * len(pairs)
+                    stride = max(1, -(-(per_split * (L - 1)) // OVERVIEW_BYTES))
+                splits = dashboard.stride_splits(L, stride)
+                rows = np.asarray(splits) - 1
+                if data.computed[:, rows].all():  # the view has them already
+                    values = data.spectra[:, rows]
+                else:
+                    values = yield from self._overview_layer(generation, layer_source, splits)
+                    if values is None:
+                        return
+                item = OverviewLayer(
+                    layer=layer,
+                    mixer=mixer,
+                    channel_name=layer_source.channel_name,
+                    splits=np.asarray(splits),
+                    spectra=values,
+                    entropy=entropy_ess(values).numpy(),
+                )
+                step += 1
+                with self._lock:
+                    if generation != self._overview_generation:
+                        return
+                    if pass_index == 0:
+                        self._overview_layers.append(item)
+                    else:
+                        self._overview_layers[k] = item
+                    self._overview_progress.value = step / total_steps
+                    self._overview_status.value = html.escape(
+                        f"{'coarse' if pass_index == 0 else 'refining'}: "
+                        f"layer {layer + 1} of {source.num_layers}"
+                    )
+                    self._show_overview()
+                yield
+
+    def _overview_layer(self, generation: int, layer_source, splits: list[int]):
+        """Spectra ``(C, n, K)`` of every channel at ``splits``, in chunks (a generator:
+        returns None when cancelled)."""
+        L, C = layer_source.length, layer_source.num_channels
+        rows = np.asarray(splits) - 1
+        computed = np.ones((C, L - 1), dtype=bool)
+        computed[:, rows] = False
+        costs = layer_source.costs()
+        spectra = np.zeros((C, L - 1, layer_source.width))
+        structured = layer_source.structured
+        while True:
+            chunk = dashboard.next_chunk(
+                computed,
+                costs,
+                coarse=splits,
+                shown=MEAN,
+                split=splits[0],
+                seconds_per_cost=self._seconds_per_cost.get(structured),
+                target_s=CHUNK_SECONDS,
+                channel_cost=layer_source.channel_cost(),
             )
-            for c in range(len(ent)):
-                rows.append((layer, c, tol_mean[c], ent[c]))
-        self._overview_spectra = spectra_list
-        self._overview_table = pd.DataFrame(
-            rows, columns=["layer", name, "tolerance_ess", "entropy_ess"]
-        )
-        self._show_overview()
-        return self._overview_table
+            if chunk is None:
+                return spectra[:, rows]
+            channels, chunk_splits = chunk
+            t0 = time.perf_counter()
+            values = layer_source.spectra(channels, chunk_splits)
+            self._measured(layer_source, channels, chunk_splits, time.perf_counter() - t0)
+            width = min(values.shape[-1], spectra.shape[-1])
+            spectra[np.ix_(channels, np.asarray(chunk_splits) - 1)] = 0.0
+            spectra[np.ix_(channels, np.asarray(chunk_splits) - 1, np.arange(width))] = values[
+                ..., :width
+            ]
+            computed[np.ix_(channels, np.asarray(chunk_splits) - 1)] = True
+            with self._lock:
+                if generation != self._overview_generation:
+                    return None
+            yield
+
+    def _measured(self, layer_source, channels, splits, elapsed: float) -> None:
+        """Update the speed estimate (seconds per unit of ``split_costs``)."""
+        costs = layer_source.costs()
+        cost = len(channels) * (layer_source.channel_cost() + costs[np.asarray(splits) - 1].sum())
+        measured = elapsed / max(cost, 1e-300)
+        with self._lock:
+            old = self._seconds_per_cost.get(layer_source.structured)
+            self._seconds_per_cost[layer_source.structured] = (
+                measured if old is None else 0.5 * old + 0.5 * measured
+            )
 
     def _show_overview(self) -> None:
-        table = self._overview_table
-        if table is None:
+        table = dashboard.overview_table(self._overview_layers, self.tol, self.relative)
+        if table.empty:
             return
-        spectra_list = self._overview_spectra or []
-        name = table.columns[1]
-        if all(s is not None for s in spectra_list):
-            table["tolerance_ess"] = np.concatenate(
-                [threshold_mean(s, self.tol, self.relative) for s in spectra_list]
-            )
-        if self._overview_measure.value == "tolerance-ESS":
-            column = f"mean tolerance-ESS ({tolerance_label(self.tol, self.relative)})"
-            frame = table[["layer", name, "tolerance_ess"]].rename(
-                columns={"tolerance_ess": column}
-            )
-        else:
-            column = "mean entropy-ESS"
-            frame = table[["layer", name, "entropy_ess"]].rename(columns={"entropy_ess": column})
-        chart = views.overview_chart(frame, value=column)
+        chart = dashboard.overview_chart(
+            table, measure=self._overview_measure.value, tol=self.tol, relative=self.relative
+        )
         self._charts["overview"] = chart
         widget = self._chart_widgets["overview"]
         _show(widget, chart)
@@ -803,7 +1147,8 @@ class Explorer(widgets.VBox):
     @property
     def charts(self) -> dict:
         """The altair charts shown now, by name (``spectrum``, ``ess_curve``, ...)."""
-        return dict(self._charts)
+        with self._lock:
+            return dict(self._charts)
 
     @property
     def token_view(self) -> views.TokenView:
@@ -812,39 +1157,46 @@ class Explorer(widgets.VBox):
 
     @property
     def handle(self):
-        """The ``ModelHandle`` of the current model (None for user data)."""
+        """The loaded model's handle (None for user data or before it is loaded)."""
         return getattr(self._source, "handle", None)
 
-    def _headings(self) -> dict:
-        d = self._data
-        return {
-            "spectrum": "Spectrum at the split",
-            "ess_curve": "ESS along the sequence",
-            "tolerance_vs_entropy": "Tolerance-ESS against entropy-ESS",
-            "operator": f"Operator of layer {d.layer}" if d else "Operator",
-            "overview": "Average ESS per layer",
-        }
-
     def export_html(self, path) -> pathlib.Path:
-        """Write the current state as one standalone HTML file that renders offline."""
-        if self._data is None:
-            raise RuntimeError(f"Nothing to export: {self.error or 'no data yet'}")
-        headings = self._headings()
-        charts = {headings[k]: c for k, c in self._charts.items()}
-        source = self.model or getattr(self._source, "name", "user data")
-        description = (
-            f"{source}, layer {self._data.layer}, "
-            f"{'mean over ' + self._data.channel + 's' if self.head == MEAN else self._data.channel + ' ' + str(self.head)}, "  # noqa: E501
-            f"split i={self.split}, {tolerance_label(self.tol, self.relative)}, "
-            f"L = {self._data.length} tokens"
-        )
-        return views.export_html(
-            path,
-            charts,
-            self._token_view,
-            title="Effective state-size explorer",
-            description=description,
-        )
+        """Write the current state as one standalone HTML file that renders offline.
+
+        Parameters
+        ----------
+        path : str or path-like
+            A file name ending in ``.html`` or ``.htm``.
+        """
+        with self._lock:
+            if self._data is None:
+                raise RuntimeError(f"Nothing to export: {self.error or 'no data yet (wait())'}")
+            d = self._data
+            state = self._state()
+            numbers_ = dashboard.view_numbers(d, state)
+            headings = {
+                "spectrum": "Spectrum at the split",
+                "ess_curve": "ESS along the sequence",
+                "tolerance_vs_entropy": "Tolerance-ESS against entropy-ESS",
+                "operator": f"Operator of layer {d.layer}",
+                "overview": "Average ESS per layer",
+            }
+            charts = {headings[k]: c for k, c in self._charts.items()}
+            source = self.model or getattr(self._source, "name", "user data")
+            who = dashboard.who_label(d, state, numbers_["shown_head"])
+            description = (
+                f"{source}, layer {d.layer} ({d.mixer}), {who}, split i={state.split}, "
+                f"{tolerance_label(state.tol, state.relative)}, L = {d.length} tokens"
+            )
+            if not d.complete:
+                description += f" (refining: {d.progress:.0%} of the spectra computed)"
+            return views.export_html(
+                path,
+                charts,
+                self._token_view,
+                title="Effective state-size explorer",
+                description=description,
+            )
 
     def save_charts(self, folder, format: str = "png") -> list[pathlib.Path]:
         """Save every chart shown now as ``folder/<name>.png`` (or ``.svg``)."""
@@ -854,19 +1206,14 @@ class Explorer(widgets.VBox):
         folder.mkdir(parents=True, exist_ok=True)
         return [
             views.save_chart(chart, folder / f"{name}.{format}")
-            for name, chart in self._charts.items()
+            for name, chart in self.charts.items()
         ]
 
     # ------------------------------------------------------------ user data
     @classmethod
     def from_source(cls, source, *, title: str | None = None, **kwargs) -> Explorer:
-        """An explorer over any source with ``num_layers``, ``num_channels``, ``layer_data``."""
+        """An explorer over a source (``sources.ArraySource`` or one like it)."""
         return cls(_source=source, _title=title, **kwargs)
-
-
-def threshold_mean(spectra: np.ndarray, tol: float, relative: bool) -> np.ndarray:
-    """Mean tolerance-ESS over splits, per channel: ``(C, L-1, K) -> (C,)``."""
-    return threshold_ess(spectra, tol, relative).mean(1)
 
 
 def _show(widget: alt.JupyterChart, chart) -> None:

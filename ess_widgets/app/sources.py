@@ -1,11 +1,14 @@
 """Where the explorer's numbers come from: a model on a text, or operators the user has.
 
-A *source* has layers; each layer has ``C`` operators (heads or channels) on the
-same ``L`` tokens. ``layer_data(layer)`` computes one layer's split spectra once
-(the expensive step); everything the explorer shows afterwards is derived from
-the returned ``LayerData`` by cheap numpy operations (re-thresholding).
+A *source* has layers; each layer has one or more mixers, and each mixer ``C``
+channels (operators on the same ``L`` tokens). ``source.layer(layer, mixer)``
+returns a ``LayerSource``: what the dashboard needs to start a ``LayerData``
+(tokens, channels, TSS, the dense operator of a channel) and
+``spectra(channels, splits)``, the expensive step, computed chunk by chunk.
 
-- ``ModelSource``: an ``ess_widgets.adapters.ModelHandle`` and a text.
+- ``ModelSource``: a loaded model (``ess_widgets.load``) and a text. Every layer is
+  recorded in as few forward passes as the model's memory budget allows, once
+  per text, and reused across layer switches.
 - ``ArraySource``: causal operators ``(C, L, L)`` per layer, e.g. attention maps.
 """
 
@@ -17,104 +20,183 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..core import entropy_ess, spectra, tolerance_ess
+from ..adapters import OperatorHandle, load
+from ..core import spectra
+from .dashboard import LayerData, split_costs
 
-__all__ = ["LayerData", "ModelSource", "ArraySource", "threshold_ess"]
+__all__ = ["LayerSource", "ModelSource", "ArraySource", "load_handle", "split_spectra"]
+
+# Relative noise floor of the Gram path in float64 (sqrt(eps)): see ``spectra``.
+_GRAM_FLOOR = float(np.sqrt(np.finfo(np.float64).eps))
 
 
-def threshold_ess(spectra: np.ndarray, tol: float, relative: bool = False) -> np.ndarray:
-    """Tolerance-ESS of cached spectra in numpy: ``#{sigma > tol}`` (or ``> tol * sigma_1``).
+def load_handle(model):
+    """``ess_widgets.load(model)``: a handle for a name (the same one each time within a
+    process for the built-in models), or the handle itself.
 
-    ``ess_widgets.tolerance_ess`` on numpy input, which stays in numpy: on a busy
-    machine torch's thread pool costs more than these tiny operations.
-
-    >>> threshold_ess(np.array([[3.0, 1.0, 1e-9]]), 1e-6).tolist()
-    [2]
+    transformers' per-tensor progress bars are kept out of the notebook output.
     """
-    return tolerance_ess(np.asarray(spectra), tol, relative=relative).numpy()
+    if not isinstance(model, (str, OperatorHandle)):
+        raise TypeError(
+            "`model` must be a model name (builtin_models(), a hub id, a folder) or a handle "
+            f"from ess_widgets.load, got {type(model).__name__}."
+        )
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # pragma: no cover
+        hf_logging = None
+    quiet = hf_logging is not None and hf_logging.is_progress_bar_enabled()
+    if quiet:
+        hf_logging.disable_progress_bar()
+    try:
+        return load(model)
+    finally:
+        if quiet:
+            hf_logging.enable_progress_bar()
 
 
-@dataclass(frozen=True, eq=False)
-class LayerData:
-    """One layer's cached spectra and what the views need next to them.
+# ----------------------------------------------------------------------------- spectra
+def split_spectra(T: torch.Tensor, splits: Sequence[int]) -> torch.Tensor:
+    """Singular values of ``T[..., i:, :i]`` for the given splits only: ``(..., n, L // 2)``.
+
+    ``ess_widgets.spectra(T, splits=...)``: each row equals the full computation's.
+    """
+    return spectra(T, splits=[int(i) for i in splits])
+
+
+def _noise_floor(dtype: torch.dtype, structured: bool) -> float:
+    """Relative size below which singular values are rounding noise (``LayerData``)."""
+    eps_in = float(torch.finfo(dtype).eps) if dtype.is_floating_point else 0.0
+    if structured:  # recurrence in float64 from the operator's own factors
+        return max(eps_in, float(np.finfo(np.float64).eps)) * 10
+    if eps_in > float(np.finfo(np.float64).eps):  # the Gram path on a rounded operator
+        return max(_GRAM_FLOOR, eps_in / 2)
+    return float(np.finfo(np.float64).eps) * 10
+
+
+@dataclass(eq=False)
+class LayerSource:
+    """One (layer, mixer) of a source: how to start its ``LayerData`` and fill it.
 
     Attributes
     ----------
     layer : int
-    kind : str
-        ``"attention"``, ``"mamba"``, ``"mamba2"``, or ``"operator"`` for user data.
-    channel : str
-        What one operator is called: ``"head"`` or ``"channel"``.
+    mixer, family, channel_name : str
     tokens : tuple of str
-        The ``L`` token strings (untrusted text: the views escape it).
-    spectra : numpy.ndarray, shape (C, L-1, K)
-        Singular values of ``T[c, i:, :i]``, row ``i - 1``, float64.
-    entropy : numpy.ndarray, shape (C, L-1)
-        Entropy-ESS (tolerance-free, so computed once).
-    tss : numpy.ndarray of shape (C, L-1), or None
-        Theoretical state size, when known.
-    dense : callable
-        ``dense(c)`` returns operator ``c`` as an ``(L, L)`` numpy array.
+    num_channels : int
+    width : int
+        ``K``: singular values kept per split.
+    structured : bool
+        The spectra come from a recurrence (no ``L x L`` matrix).
     """
 
     layer: int
-    kind: str
-    channel: str
+    mixer: str
+    family: str
+    channel_name: str
     tokens: tuple[str, ...]
-    spectra: np.ndarray
-    entropy: np.ndarray
+    num_channels: int
+    width: int
+    structured: bool
     tss: np.ndarray | None
-    dense: Callable[[int], np.ndarray] = field(repr=False)
-
-    @property
-    def num_channels(self) -> int:
-        return int(self.spectra.shape[0])
+    noise_floor: float
+    _dense: Callable[[int], torch.Tensor] = field(repr=False)
+    _spectra: Callable[[list[int], list[int]], torch.Tensor] = field(repr=False)
 
     @property
     def length(self) -> int:
         return len(self.tokens)
 
-    def tolerance_ess(self, tol: float, relative: bool = False) -> np.ndarray:
-        """Tolerance-ESS ``(C, L-1)`` from the cached spectra."""
-        return threshold_ess(self.spectra, tol, relative)
+    def dense(self, channel: int) -> np.ndarray:
+        """Channel ``channel`` as an ``(L, L)`` float64 numpy array."""
+        return self._dense(int(channel)).detach().to("cpu", torch.float64).numpy()
+
+    def spectra(self, channels: Sequence[int], splits: Sequence[int]) -> np.ndarray:
+        """Singular values ``(len(channels), len(splits), K)``, float64."""
+        out = self._spectra([int(c) for c in channels], [int(i) for i in splits])
+        return out.detach().to("cpu", torch.float64).numpy()
+
+    def costs(self) -> np.ndarray:
+        """Relative cost per split (``dashboard.split_costs``)."""
+        return split_costs(self.length, self.structured)
+
+    def channel_cost(self) -> float:
+        """Fixed cost per channel and chunk (a structured path scans all ``L`` steps)."""
+        return float(self.length) if self.structured else 0.0
+
+    def new_data(self) -> LayerData:
+        """An empty ``LayerData`` for this layer."""
+        return LayerData.empty(
+            layer=self.layer,
+            mixer=self.mixer,
+            family=self.family,
+            channel_name=self.channel_name,
+            tokens=self.tokens,
+            num_channels=self.num_channels,
+            width=self.width,
+            tss=self.tss,
+            dense=self.dense,
+            noise_floor=self.noise_floor,
+        )
 
 
-def _numpy(x) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().numpy()
-    return np.asarray(x)
+def _from_layer_operators(ops) -> LayerSource:
+    """A ``LayerSource`` over a handle's ``LayerOperators``."""
+    C, L = int(ops.num_channels), len(ops.tokens)
+    op = ops.operator
+    structured = op.recurrence is not None
+    if structured:
+        b = op.recurrence[1]
+        width = min(int(b.shape[-1]), L // 2)
+        dtype = b.dtype
+    else:
+        width = L // 2
+        dtype = ops.dense(channels=0).dtype
 
+    def dense(c: int) -> torch.Tensor:
+        return ops.dense(channels=c)[0]
 
-def _layer_data(layer, kind, channel, tokens, s: torch.Tensor, tss, dense) -> LayerData:
-    s64 = s.detach().to("cpu", torch.float64)
-    return LayerData(
-        layer=int(layer),
-        kind=kind,
-        channel=channel,
-        tokens=tuple(str(t) for t in tokens),
-        spectra=s64.numpy(),
-        entropy=entropy_ess(s64).numpy(),
-        tss=None if tss is None else _numpy(tss).astype(np.float64),
-        dense=dense,
+    def compute(channels: list[int], splits: list[int]) -> torch.Tensor:
+        # the operator of these channels, not ops.spectra(): its cache would keep a second
+        # copy of every chunk the LayerData already holds
+        return ops.build(torch.as_tensor(channels, dtype=torch.int64)).spectra(splits=splits)
+
+    tss = ops.tss
+    return LayerSource(
+        layer=int(ops.layer),
+        mixer=str(ops.mixer),
+        family=str(ops.kind),
+        channel_name=str(ops.channel_label),
+        tokens=tuple(str(t) for t in ops.tokens),
+        num_channels=C,
+        width=width,
+        structured=structured,
+        tss=None if tss is None else tss.detach().cpu().numpy().astype(np.float64),
+        noise_floor=_noise_floor(dtype, structured),
+        _dense=dense,
+        _spectra=compute,
     )
 
 
+# ----------------------------------------------------------------------------- model
 class ModelSource:
-    """A language model (``ModelHandle``) on one text.
+    """A loaded model on one text.
 
     The text is tokenized at once, so that an empty or too long text fails here,
     before any layer is computed.
 
     Parameters
     ----------
-    handle : ess_widgets.adapters.ModelHandle
+    handle : a handle from ``ess_widgets.load``
     text : str
     max_tokens : int
-        Refuse longer texts: the dense path costs about ``L^3`` per head.
+        Refuse longer texts (the model's context length also applies).
     """
 
-    def __init__(self, handle, text: str, *, max_tokens: int = 256):
-        if not isinstance(text, str) or not text.strip():
+    def __init__(self, handle, text: str, *, max_tokens: int = 4096):
+        if not isinstance(text, str):
+            raise TypeError(f"`text` must be a str, got {type(text).__name__}.")
+        if not text.strip():
             raise ValueError("The text is empty: type a few sentences and press compute.")
         self.handle = handle
         self.text = text
@@ -122,10 +204,10 @@ class ModelSource:
         if len(enc) > max_tokens:
             raise ValueError(
                 f"The text has {len(enc)} tokens; the explorer shows at most {max_tokens} "
-                f"(max_tokens={max_tokens}). Shorten the text, or pass a larger max_tokens "
-                "(the cost grows like L^3 per head)."
+                f"(max_tokens={max_tokens}). Shorten the text, or pass a larger max_tokens."
             )
         self.tokens = tuple(enc.tokens)
+        self._ops: dict = {}  # (layer, mixer) -> LayerOperators, for this text
 
     @property
     def name(self) -> str:
@@ -135,17 +217,22 @@ class ModelSource:
     def num_layers(self) -> int:
         return int(self.handle.num_layers)
 
-    def num_channels(self, layer: int) -> int:
-        return int(self.handle.num_channels(layer))
+    def mixers(self, layer: int) -> list[str]:
+        """The mixers of a block, in forward order (empty for an MLP-only block)."""
+        return [str(m) for m in self.handle.mixers(layer)]
 
-    def layer_data(self, layer: int) -> LayerData:
-        ops = self.handle.operators(self.text, layer)
-        s = ops.spectra()
+    def _record(self, layer: int, mixer: str):
+        key = (layer, mixer)
+        if key not in self._ops:
+            try:  # every layer in as few forward passes as the budget allows, once per text
+                self._ops.update(self.handle.layer_operators(self.text))
+            except ValueError:  # too long for every layer at once: this block only
+                self._ops = dict(self.handle.layer_operators(self.text, layers=[layer]))
+        return self._ops[key]
 
-        def dense(c: int, ops=ops) -> np.ndarray:
-            return _numpy(ops.dense(channels=int(c))[0]).astype(np.float64)
-
-        return _layer_data(ops.layer, ops.kind, ops.channel_label, ops.tokens, s, ops.tss, dense)
+    def layer(self, layer: int, mixer: str) -> LayerSource:
+        """The ``LayerSource`` of a layer's mixer (a forward pass the first time)."""
+        return _from_layer_operators(self._record(int(layer), str(mixer)))
 
 
 class ArraySource:
@@ -161,9 +248,9 @@ class ArraySource:
         The ``L`` token labels (positions ``0 .. L-1`` by default).
     tss : number or array broadcastable to (C, L-1), optional
         Theoretical state size, when known.
-    channel : str, default "head"
+    channel_name : str, default "head"
         What one operator is called.
-    kind : str, default "operator"
+    mixer : str, default "operator"
     check_causal : bool, default True
         Refuse operators with entries above the diagonal.
     """
@@ -176,8 +263,8 @@ class ArraySource:
         tokens=None,
         *,
         tss=None,
-        channel: str = "head",
-        kind: str = "operator",
+        channel_name: str = "head",
+        mixer: str = "operator",
         check_causal: bool = True,
     ):
         arrays = [self._as_operator(T, k) for k, T in enumerate(layers)]
@@ -190,6 +277,18 @@ class ArraySource:
                     f"All layers need the same length L: layer 0 has L = {L}, layer {k} has "
                     f"shape {tuple(T.shape)}."
                 )
+        for k, T in enumerate(arrays):
+            if not bool(torch.isfinite(T).all()):
+                raise ValueError(f"Operator {k} holds NaN or Inf values.")
+        if check_causal:
+            for k, T in enumerate(arrays):
+                upper = torch.triu(T, diagonal=1).abs().amax()
+                if upper > 1e-6 * T.abs().amax():
+                    raise ValueError(
+                        f"Operator {k} is not causal: it has entries above the diagonal "
+                        f"(largest {float(upper):.3g}). Pass rows as outputs and columns as "
+                        "inputs, or check_causal=False to use only the lower part."
+                    )
         if tokens is None:
             tokens = [str(t) for t in range(L)]
         tokens = tuple(str(t) for t in tokens)
@@ -198,9 +297,8 @@ class ArraySource:
         self.arrays = arrays
         self.tokens = tokens
         self.tss = tss
-        self.channel = channel
-        self.kind = kind
-        self.check_causal = check_causal
+        self.channel_name = channel_name
+        self.mixer = mixer
 
     @staticmethod
     def _as_operator(T, k: int) -> torch.Tensor:
@@ -214,24 +312,38 @@ class ArraySource:
                 f"Operator {k} must have shape (C, L, L) or (L, L) with L >= 2 (attention: "
                 f"(1, H, L, L) or (H, L, L)), got {tuple(t.shape)}."
             )
+        if not t.is_floating_point():
+            t = t.to(torch.float64)
         return t
 
     @property
     def num_layers(self) -> int:
         return len(self.arrays)
 
-    def num_channels(self, layer: int) -> int:
-        return int(self.arrays[layer].shape[0])
+    def mixers(self, layer: int) -> list[str]:
+        return [self.mixer]
 
-    def layer_data(self, layer: int) -> LayerData:
+    def layer(self, layer: int, mixer: str | None = None) -> LayerSource:
         T = self.arrays[layer]
-        s = spectra(T, check_causal=self.check_causal)
         C, L = T.shape[0], T.shape[-1]
         tss = None
         if self.tss is not None:
-            tss = np.broadcast_to(_numpy(self.tss).astype(np.float64), (C, L - 1))
+            tss = np.broadcast_to(np.asarray(self.tss, dtype=np.float64), (C, L - 1))
 
-        def dense(c: int, T=T) -> np.ndarray:
-            return torch.tril(T[int(c)]).to(torch.float64).numpy()
+        def compute(channels: list[int], splits: list[int]) -> torch.Tensor:
+            return split_spectra(torch.tril(T[channels]), splits)
 
-        return _layer_data(layer, self.kind, self.channel, self.tokens, s, tss, dense)
+        return LayerSource(
+            layer=int(layer),
+            mixer=self.mixer,
+            family=self.mixer,
+            channel_name=self.channel_name,
+            tokens=self.tokens,
+            num_channels=int(C),
+            width=L // 2,
+            structured=False,
+            tss=tss,
+            noise_floor=_noise_floor(T.dtype, False),
+            _dense=lambda c: torch.tril(T[c]),
+            _spectra=compute,
+        )

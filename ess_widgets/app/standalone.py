@@ -52,9 +52,10 @@ def show_operator(
     -------
     Explorer
         Without the model and text controls; ``layer`` picks among the given layers.
+        The spectra are computed in the background: ``.wait()`` for the complete view.
     """
     layers = list(T) if isinstance(T, (list, tuple)) else [T]
-    source = ArraySource(layers, tokens, tss=tss, channel=channel, check_causal=check_causal)
+    source = ArraySource(layers, tokens, tss=tss, channel_name=channel, check_causal=check_causal)
     return Explorer.from_source(
         source,
         title=title or "Effective state-size of your operators",
@@ -101,7 +102,7 @@ def show_attention(
         layers = [attentions]
     else:
         layers = list(attentions)
-    source = ArraySource(layers, tokens, channel="head", kind="attention")
+    source = ArraySource(layers, tokens, channel_name="head", mixer="attention")
     L = len(source.tokens)
     source.tss = list(range(1, L))  # softmax attention keeps every position: TSS = i
     return Explorer.from_source(

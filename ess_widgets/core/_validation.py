@@ -21,10 +21,8 @@ def as_tensor(x, name: str) -> torch.Tensor:
     """Return ``x`` as a floating torch tensor, or raise a TypeError naming ``name``."""
     if isinstance(x, torch.Tensor):
         t = x
-    elif isinstance(x, np.ndarray):
-        t = torch.from_numpy(x)
-    elif isinstance(x, (list, tuple)):
-        t = torch.as_tensor(np.asarray(x, dtype=np.float64))
+    elif isinstance(x, (np.ndarray, list, tuple)):
+        t = torch.from_numpy(_as_numpy(x, name))  # numpy's checks and messages, no copy
     else:
         raise TypeError(f"`{name}` must be a torch.Tensor or numpy array, got {type(x).__name__}.")
     if t.is_complex():
@@ -72,7 +70,7 @@ def check_operator(T, name: str = "T", *, check_causal: bool = True) -> torch.Te
             f"`{name}` needs a sequence length L >= 2 to have a split, got L = {rows}."
         )
     check_finite(t, name)
-    if check_causal and t.numel() > 0:  # amax of an empty batch is undefined
+    if check_causal and t.numel():  # amax of an empty batch is undefined
         upper = torch.triu(t, diagonal=1).abs().amax()
         scale = t.abs().amax()
         if upper > CAUSAL_RTOL * scale:
@@ -123,9 +121,9 @@ def _as_numpy(x, name: str) -> np.ndarray:
         raise TypeError(f"`{name}` must be a rectangular array of numbers.") from None
     if np.iscomplexobj(a):
         raise TypeError(f"`{name}` must be real, got complex dtype {a.dtype}.")
-    if a.dtype.kind not in "fiub":
+    if a.dtype.kind not in ("f", "i", "u", "b"):  # floats, ints, unsigned ints, bools
         raise TypeError(f"`{name}` must hold numbers, got dtype {a.dtype}.")
-    return a if a.dtype.kind == "f" else a.astype(np.float64)
+    return a if a.dtype.kind == "f" else np.asarray(a, dtype=np.float64)
 
 
 def check_spectra(spectra, name: str = "spectra", *, keep_numpy: bool = False):

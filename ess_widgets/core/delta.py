@@ -123,13 +123,19 @@ class DeltaTransition:
         kk = self.k[..., :, None] * self.k[..., None, :]
         return (eye - self.beta[..., None, None] * kk) * d[..., None, :]
 
+    def _reflection(self) -> float:
+        # I - beta k k^T has the eigenvalue 1 - beta |k|^2 along k_t and 1 across it.
+        return float((1 - self.beta * (self.k * self.k).sum(-1)).abs().amax())
+
+    def growth(self) -> float:
+        """An upper bound on every ``||A_t||_2``: max |decay| * max(1, |1 - beta |k|^2|)."""
+        return float(self.decay.abs().amax()) * max(1.0, self._reflection())
+
     def describe_growth(self) -> str:
         """Where ``|A_t|`` exceeds 1, in words (for the instability error)."""
-        k2 = (self.k * self.k).sum(-1)
-        reflection = (1 - self.beta * k2).abs().amax()  # eigenvalue along k_t
         return (
             f"the largest |decay| is {float(self.decay.abs().amax()):.4g} and the "
-            f"largest |1 - beta |k|^2| is {float(reflection):.4g}"
+            f"largest |1 - beta |k|^2| is {self._reflection():.4g}"
         )
 
 

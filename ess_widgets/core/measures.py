@@ -37,7 +37,7 @@ def _threshold(s, tau: float, relative: bool):
             return tau * s.max(-1, initial=0.0)
         return np.full(s.shape[:-1], tau, dtype=s.dtype)
     if not relative:
-        return torch.full(s.shape[:-1], tau, dtype=s.dtype, device=s.device)
+        return s.new_full(s.shape[:-1], tau)  # the dtype and device of s
     if s.shape[-1] == 0:
         return s.new_zeros(s.shape[:-1])
     return tau * s.amax(-1)
@@ -170,13 +170,11 @@ def entropy_ess(spectra) -> torch.Tensor:
     s = check_spectra(spectra)
     out_dtype = s.dtype
     s = s.to(torch.promote_types(s.dtype, torch.float32))  # no half-precision sums
-    top = s.amax(-1, keepdim=True) if s.shape[-1] else s.new_zeros(*s.shape[:-1], 1)
-    s = s / torch.where(top > 0, top, torch.ones_like(top))  # largest value 1: no overflow
-    total = s.sum(-1, keepdim=True)
-    p = s / torch.where(total > 0, total, torch.ones_like(total))
-    plogp = torch.where(p > 0, p * torch.log(torch.where(p > 0, p, 1.0)), 0.0)
-    ess = torch.exp(-plogp.sum(-1))
-    return torch.where(total.squeeze(-1) > 0, ess, torch.zeros_like(ess)).to(out_dtype)
+    top = s.amax(-1, keepdim=True) if s.shape[-1] else s.sum(-1, keepdim=True)
+    s = s / top  # largest value 1: the sum cannot overflow (a zero row: NaN, masked below)
+    p = s / s.sum(-1, keepdim=True)
+    ess = torch.exp(-torch.xlogy(p, p).sum(-1))  # xlogy: 0 ln 0 = 0
+    return torch.where(top.squeeze(-1) > 0, ess, 0.0).to(out_dtype)
 
 
 def ess_bound(L: int) -> torch.Tensor:

@@ -310,7 +310,7 @@ def recurrence_spectra(
     position = {i: j for j, i in enumerate(kept)}
     out = out[:, [position[i] for i in chosen]]
     if not bool(torch.isfinite(out).all()):
-        raise _unstable_error(a, kind, dt)
+        raise _unstable_error(a, b, c, kind, dt)
     return out.reshape(*batch, len(chosen), K).to(out_device)
 
 
@@ -391,14 +391,22 @@ def recurrence_bytes(
     return result + in_flight * chunk * per_channel * item
 
 
-def _unstable_error(a, kind, dt):
+def _unstable_error(a, b, c, kind, dt):
+    """The ValueError for non-finite singular values: growing A_t, or huge b and c."""
     if kind == "diagonal":
-        found = f"the largest |a| is {float(a.abs().amax()):.4g}"
+        growth = float(a.abs().amax())
+        found = f"the largest |a| is {growth:.4g}"
     elif kind == "dense":
-        norms = torch.linalg.matrix_norm(a.to(torch.float64), ord=2)
-        found = f"the largest spectral norm ||A_t||_2 is {float(norms.amax()):.4g}"
+        growth = float(torch.linalg.matrix_norm(a.to(torch.float64), ord=2).amax())
+        found = f"the largest spectral norm ||A_t||_2 is {growth:.4g}"
     else:
-        found = a.describe_growth()
+        growth, found = a.growth(), a.describe_growth()
+    if growth <= 1:
+        return ValueError(
+            f"The singular values overflow {dt} although `a` is stable ({found}): `b` and "
+            f"`c` are too large (max |b| = {float(b.abs().amax()):.3g}, max |c| = "
+            f"{float(c.abs().amax()):.3g}). Rescale them (ESS is scale-free)."
+        )
     return ValueError(
         f"`a` makes the recurrence unstable: its state grows past the range of {dt} over "
         f"the sequence ({found}; products of many A_t with |A_t| > 1 overflow), so the "
@@ -426,15 +434,16 @@ def _sqrt_gramian_spectra(*parts, kind, kept, checkpoint):
     # 1. reachability factors, forward: S_0 = 0; keep S_i for i in kept (or every
     #    seg-th one as a checkpoint when they would not fit).
     seg = math.isqrt(L - 1) + 1 if checkpoint else None
+    kept_set = set(kept)
     s = b.new_zeros(B, N, N)
     stored = {0: s}
     for i in range(max(kept)):
         s = forward(s, i)
-        if (i + 1) in kept if seg is None else (i + 1) % seg == 0:
+        if (i + 1) in kept_set if seg is None else (i + 1) % seg == 0:
             stored[i + 1] = s
     if not bool(torch.isfinite(s).all()):
         # Overflow never recovers: report it now, not after the backward sweep.
-        return torch.full((B, len(kept), min(N, L // 2)), float("nan"), dtype=b.dtype)
+        return b.new_full((B, len(kept), min(N, L // 2)), float("nan"))
 
     segment = {}  # the recomputed factors of one checkpoint segment
 
@@ -452,17 +461,26 @@ def _sqrt_gramian_spectra(*parts, kind, kept, checkpoint):
     # 2. observability factors, backward: [c_i^T A_i; Z_(i+1) A_i] = Q Z_i; then
     # 3. sigma(H_i) = svdvals(Z_i S_i); entries past min(i, L-i) are zero by structure.
     K = min(N, L // 2)
-    out = b.new_zeros(B, len(kept), K)
     position = {i: j for j, i in enumerate(kept)}
+    # On the CPU one svdvals per split (the same call whatever is kept, so the same
+    # bits); on CUDA one batched call at the end (launch latency dominates there).
+    batched = b.device.type == "cuda"
+    products = b.new_empty(B, len(kept), N, N) if batched else None
+    out = b.new_zeros(B, len(kept), K)
     z = b.new_zeros(B, N, N)
     for i in range(L - 1, min(kept) - 1, -1):
         m = torch.cat([apply_right(i, c[:, i, None, :]), apply_right(i, z)], dim=-2)
         z = torch.linalg.qr(m, mode="r").R
         if i in position:
-            sv = torch.linalg.svdvals(z @ factor(i))[:, :K]
-            sv[:, min(i, L - i) :] = 0.0
-            out[:, position[i]] = sv
-    return out
+            if batched:
+                products[:, position[i]] = z @ factor(i)
+            else:
+                out[:, position[i]] = torch.linalg.svdvals(z @ factor(i))[:, :K]
+    if batched:
+        out = torch.linalg.svdvals(products)[..., :K]
+    split = torch.tensor(kept, device=b.device)
+    rank_cap = torch.minimum(split, L - split)
+    return out.masked_fill(torch.arange(K, device=b.device) >= rank_cap[:, None], 0.0)
 
 
 def _appliers(a_parts, kind):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+from . import _batched
 from ._compute import resolve_device, resolve_dtype, split_workers
 from ._validation import as_tensor, check_operator
 from .splits import normalize_splits
@@ -27,25 +28,43 @@ __all__ = ["spectra", "spectra_ref"]
 METHODS = ("auto", "svd", "gram")
 
 
-def _prepare(T, dtype, device, check_causal):
+def _prepare(T, dtype, device, check_causal, method=None):
     t = as_tensor(T, "T")
     # An empty batch has nothing above the diagonal (and amax of nothing fails).
     t = check_operator(t, "T", check_causal=check_causal and t.numel() > 0)
     out_device = t.device
     dt = resolve_dtype(dtype)
-    # The per-split solves are small and latency-bound: measured on an H100 machine,
-    # 12 heads x L=512 took 5.8 s on the GPU and 0.5 s on its 16 CPU cores.
-    dev = torch.device("cpu") if device is None else resolve_device(device)
+    if device is not None:
+        dev = resolve_device(device)
+    elif method == "gram" and t.numel() > 0:
+        dev = _default_device(t)
+    else:
+        # The per-split SVDs are small and latency-bound: measured on an H100 machine,
+        # 12 heads x L=512 took 5.8 s on the GPU and 0.5 s on its 16 CPU cores.
+        dev = torch.device("cpu")
     return t, t.to(device=dev, dtype=dt), out_device
 
 
-def spectra_ref(T, *, dtype=None, device=None, check_causal=True) -> torch.Tensor:
-    """Singular values of every split, one plain SVD per split (reference).
+def _default_device(t: torch.Tensor) -> torch.device:
+    """The CPU, unless CUDA is here and a cached measurement says it wins at this size."""
+    L = t.shape[-1]
+    heads = t.numel() // (L * L)
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    if _batched.work_of(heads, L) <= _batched.work_of(*_batched._CALIBRATION[0]):
+        return torch.device("cpu")  # too small to be worth a calibration
+    return _batched.pick_device(heads, L)
+
+
+def spectra_ref(T, *, splits=None, dtype=None, device=None, check_causal=True) -> torch.Tensor:
+    """Singular values of the splits, one plain SVD per split (reference).
 
     Parameters
     ----------
     T : torch.Tensor or numpy.ndarray, shape (..., L, L)
         Causal operators (lower triangular), rows are outputs, columns inputs.
+    splits : optional
+        Which splits, as in ``spectra``; all by default.
     dtype : torch.dtype, optional
         Precision of the SVD; float64 by default.
     device : str or torch.device, optional
@@ -55,14 +74,17 @@ def spectra_ref(T, *, dtype=None, device=None, check_causal=True) -> torch.Tenso
 
     Returns
     -------
-    torch.Tensor, shape (..., L-1, L // 2)
-        Row ``i-1`` holds ``svdvals(T[..., i:, :i])``, zero-padded.
+    torch.Tensor, shape (..., S, L // 2)
+        Row ``j`` holds ``svdvals(T[..., i:, :i])`` for ``i = splits[j]``
+        (row ``i-1`` by default), zero-padded.
     """
     _, t, out_device = _prepare(T, dtype, device, check_causal)
     L = t.shape[-1]
-    out = t.new_zeros(*t.shape[:-2], L - 1, L // 2)
-    for i in range(1, L):
-        out[..., i - 1, : min(i, L - i)] = torch.linalg.svdvals(t[..., i:, :i])
+    chosen = normalize_splits(splits, L)
+    out = t.new_zeros(*t.shape[:-2], len(chosen), L // 2)
+    for row, i in enumerate(chosen):
+        if t.numel():
+            out[..., row, : min(i, L - i)] = torch.linalg.svdvals(t[..., i:, :i])
     return out.to(out_device)
 
 
@@ -81,10 +103,11 @@ def spectra(
         Which splits ``i`` to compute (see ``normalize_splits``): ``None`` for all
         ``1 .. L-1``, an int ``k`` for every k-th split (always with ``L - 1``),
         or the splits themselves, in the order wanted. Each row equals the row of
-        the same split in the full computation bit for bit (same path, same
-        precision), and the cost grows with the number of splits asked (the
-        O(L^3) Gram sweep of ``method="gram"`` costs about as much as one or two
-        middle splits' eigenvalues).
+        the same split in the full computation bit for bit on the CPU (same path,
+        same precision; the batched CUDA path to rounding), and the cost grows
+        with the number of splits asked (``method="gram"`` also chains every 8th
+        Gram matrix from the middle to the furthest split asked: O(L^3) matrix
+        products, about the cost of one or two middle splits' eigenvalues).
     method : {"auto", "svd", "gram"}, default "auto"
         ``"svd"``: an SVD of every block, exact to the working precision.
         ``"gram"``: eigenvalues of the smaller Gram matrix of every block; about
@@ -98,11 +121,17 @@ def spectra(
     dtype : torch.dtype, optional
         Working precision; float64 by default.
     device : str or torch.device, optional
-        Where to compute. The CPU by default, also for CUDA input: one small
-        solve per split is latency-bound on a GPU (12 heads x L=512: 5.8 s on an
-        H100, 0.5 s on its 16 CPU cores). ``device="cuda"`` opts in (a ValueError
-        when CUDA is not available). The result is returned on the device of
-        ``T`` (the CPU for numpy input).
+        Where to compute. ``None``: the CPU, also for CUDA input, except for the
+        Gram path when CUDA is available and a one-time measurement says the GPU
+        is faster at this size (two small problems timed on both devices once per
+        process; the CPU modelled as ``gamma * heads * L^4`` seconds, the GPU as
+        ``alpha + beta * heads * L^4``). On CUDA the Gram path groups the
+        Gram matrices by size (zero-padded by at most 1/8) and solves each group
+        as one batch; one small solve per split is latency-bound there (12 heads
+        x L=512: 5.8 s on an H100 one at a time, 0.5 s on its 16 CPU cores). The
+        SVD path stays one solve per split on any device. ``device="cuda"`` opts
+        in (a ValueError when CUDA is not available). The result is returned on
+        the device of ``T`` (the CPU for numpy input).
     check_causal : bool, default True
         Raise a ValueError when ``T`` has entries above the diagonal, which usually
         means a transposed or bidirectional operator. ``False`` reads only the
@@ -144,35 +173,52 @@ def spectra(
     """
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
-    original, t, out_device = _prepare(T, dtype, device, check_causal)
+    if method == "auto":
+        given = as_tensor(T, "T")
+        lower_precision = torch.finfo(given.dtype).eps > torch.finfo(resolve_dtype(dtype)).eps
+        method = "gram" if lower_precision else "svd"
+    _, t, out_device = _prepare(T, dtype, device, check_causal, method)
     L = t.shape[-1]
     chosen = normalize_splits(splits, L)
-    if method == "auto":
-        lower_precision = torch.finfo(original.dtype).eps > torch.finfo(t.dtype).eps
-        method = "gram" if lower_precision else "svd"
     out = t.new_zeros(*t.shape[:-2], len(chosen), L // 2)
     if t.numel() == 0:
         return out.to(out_device)
     rows: dict[int, list[int]] = {}
     for row, i in enumerate(chosen):
         rows.setdefault(i, []).append(row)
+    scale_exponent = None
     if method == "svd":
         work, items = _svdvals, ((i, t[..., i:, :i]) for i in sorted(rows))
-        scale_exponent = None
     else:
         # An exact power-of-two scaling puts max |T| in [0.5, 1): squares then
         # neither underflow (1e-200) nor overflow (1e300).
         scale_exponent = torch.frexp(t.abs().amax(dim=(-2, -1))).exponent
         scaled = times_pow2(t, -scale_exponent[..., None, None])
         work, items = _sqrt_eigvalsh, _gram_items(scaled, set(rows))
-    with split_workers(t.device) as imap:
-        for i, s in imap(work, items):
-            for row in rows[i]:
-                out[..., row, : min(i, L - i)] = s
+    if method == "gram" and _batched.use_batched(t.device):
+        # One batched eigensolve per size class instead of one solve per split.
+        results = _batched.batched_gram_spectra(
+            _gram_sides(scaled, set(rows)),
+            L,
+            t.shape[:-2],
+            _batched.cuda_eigvalsh,
+            t.dtype,
+            t.device,
+        )
+        _fill(out, rows, L, results)
+    else:
+        with split_workers(t.device) as imap:
+            _fill(out, rows, L, imap(work, items))
     if scale_exponent is not None:
         out = times_pow2(out, scale_exponent[..., None, None])
     check_finite_result(out, "T")
     return out.to(out_device)
+
+
+def _fill(out, rows, L, results):
+    for i, s in results:
+        for row in rows[i]:
+            out[..., row, : min(i, L - i)] = s
 
 
 def times_pow2(x: torch.Tensor, exponent: torch.Tensor) -> torch.Tensor:
@@ -236,37 +282,58 @@ def _gram_items(t: torch.Tensor, wanted=None):
     how far the chains run: each split's Gram matrix comes from the same
     operations on the same numbers whatever is wanted, so it is the same to the bit.
     """
+    left, right = _gram_sides(t, wanted)
+    yield from left
+    yield from right
+
+
+def _gram_sides(t: torch.Tensor, wanted=None):
+    """``(left, right)``: the items of ``_gram_items`` left and right of the middle,
+    two generators, each with matrix sizes descending."""
+    L = t.shape[-1]
+    wanted = set(range(1, L)) if wanted is None else set(wanted)
+    return _left_items(t, wanted), _right_items(t, wanted)
+
+
+def _left_items(t, wanted):
+    """From the middle down: chained G_c at c = half, half - step, ..."""
     L = t.shape[-1]
     half = L // 2  # last split with i <= L - i
     step = GRAM_STEP
-    wanted = set(range(1, L)) if wanted is None else set(wanted)
     left = [i for i in wanted if i <= half]
+    if not left:
+        return
+    head = t[..., half:, :half]
+    g, c = head.mT @ head, half
+    while True:
+        if c in wanted:
+            yield c, g, None
+        for i in range(c - 1, max(c - step, 0), -1):
+            if i in wanted:
+                yield i, g[..., :i, :i], t[..., i:c, :i]
+        if c - step < min(left):
+            return
+        block = t[..., c - step : c, : c - step]
+        g, c = g[..., : c - step, : c - step] + block.mT @ block, c - step
+
+
+def _right_items(t, wanted):
+    """From the middle up: chained R_r at r = half + 1, half + 1 + step, ..."""
+    L = t.shape[-1]
+    half = L // 2
+    step = GRAM_STEP
     right = [i for i in wanted if i > half]
-    # 1. left, from the middle down: chained G_c at c = half, half - step, ...
-    if left:
-        head = t[..., half:, :half]
-        g, c = head.mT @ head, half
-        while True:
-            if c in wanted:
-                yield c, g, None
-            for i in range(c - 1, max(c - step, 0), -1):
-                if i in wanted:
-                    yield i, g[..., :i, :i], t[..., i:c, :i]
-            if c - step < max(min(left), 1):
-                break
-            block = t[..., c - step : c, : c - step]
-            g, c = g[..., : c - step, : c - step] + block.mT @ block, c - step
-    # 2. right, from the middle up: chained R_r at r = half + 1, half + 1 + step, ...
-    if right:
-        block = t[..., half + 1 :, : half + 1]
-        r_gram, r = block @ block.mT, half + 1
-        while True:
-            if r in wanted:
-                yield r, r_gram, None
-            for i in range(r + 1, min(r + step, L)):
-                if i in wanted:
-                    yield i, r_gram[..., i - r :, i - r :], t[..., i:, r:i]
-            if r + step > min(max(right), L - 1):
-                break
-            block = t[..., r + step :, r : r + step]
-            r_gram, r = r_gram[..., step:, step:] + block @ block.mT, r + step
+    if not right:
+        return
+    block = t[..., half + 1 :, : half + 1]
+    r_gram, r = block @ block.mT, half + 1
+    while True:
+        if r in wanted:
+            yield r, r_gram, None
+        for i in range(r + 1, min(r + step, L)):
+            if i in wanted:
+                yield i, r_gram[..., i - r :, i - r :], t[..., i:, r:i]
+        if r + step > max(right):
+            return
+        block = t[..., r + step :, r : r + step]
+        r_gram, r = r_gram[..., step:, step:] + block @ block.mT, r + step

@@ -1,6 +1,6 @@
 """ESS of the shipped MQAR models: accuracy, ESS per layer, TSS, and per-kv ratios.
 
-Conventions (ESS_SPEC section 3):
+Conventions (docs/definitions.md, aggregations):
 
 - tolerance-ESS uses a *relative* tolerance ``TOL = 1e-2`` (a singular value counts
   when it exceeds 1e-2 of the largest one of its split); entropy-ESS needs none.
@@ -8,7 +8,7 @@ Conventions (ESS_SPEC section 3):
   S6: its ``d_inner`` channels), over the ``L - 1`` splits, and over the sequences.
 - TSS of a layer, per channel: ``d_k`` (LA/WLA/GLA), ``d_state`` (S6), and for SA the
   mean over splits of the cache size ``i`` (``L / 2``). ``total_*`` columns multiply
-  by the channel count (ESS_SPEC's "total ESS of a layer": sum over channels).
+  by the channel count (the "total ESS of a layer": sum over channels).
 - A model's ESS and TSS: the mean over its layers; ``*_per_kv`` divides by the
   number of key-value pairs.
 - Regime: ``saturated`` when the tolerance-ESS of some layer reaches

@@ -23,7 +23,7 @@ the map the model runs:
   ``y_t = c_t . x_t``), which equals ``op.dense() @ u`` (tested) at O(L N) instead
   of O(L^2 N) per channel. TSS per channel: ``d_state``; the skip ``D u`` and the
   gate ``silu(z)`` sit outside the operator (the diagonal and a row scaling,
-  ESS_SPEC section 1).
+  docs/definitions.md, the operator view).
 
 All mixers apply a short causal depthwise convolution (kernel 4) to their input
 first, as in Mamba and the Zoology MQAR baselines: it lets a layer see the previous

@@ -119,13 +119,12 @@ def wkv4(log_decay, bonus, k) -> CausalOperator:
     def dense() -> torch.Tensor:
         return torch.softmax(_logits(k, w, u, L), dim=-1)
 
-    # log D_t by its own recurrence, log D_t = logaddexp(w + log D_(t-1), k_t), so that
-    # no w * t grows with the sequence.
+    # log D_t = w t + logcumsumexp_j (k_j - w j). The two large terms cancel to about
+    # |w| L * 1e-16 (float64): 1e-9 even for w = -1e4 at L = 1e4.
     k_c = k.mT  # (..., D, L)
-    log_den = torch.empty_like(k_c)
-    log_den[..., 0] = k_c[..., 0]
-    for t in range(1, L):
-        log_den[..., t] = torch.logaddexp(w + log_den[..., t - 1], k_c[..., t])
+    t = torch.arange(L, device=k.device, dtype=k.dtype)
+    wt = w[..., None] * t  # (..., D, L)
+    log_den = wt + torch.logcumsumexp(k_c - wt, dim=-1)
     # D_(t-1) per step t, with D_(-1) = 0 (log -inf) before the first token.
     log_prev = torch.cat([torch.full_like(k_c[..., :1], -torch.inf), log_den[..., :-1]], dim=-1)
     log_z = torch.logaddexp(log_prev, u[..., None] + k_c)

@@ -8,6 +8,9 @@ import numpy as np
 
 # Shown in place of invisible characters, so that a space or a newline token is visible.
 VISIBLE_WHITESPACE = {" ": "·", "\n": "⏎", "\r": "↵", "\t": "→"}
+# Other control characters (NUL, ESC, DEL, ...) become their Unicode "control picture"
+# (U+2400 + code, U+2421 for DEL): never written raw into HTML, JSON or SVG.
+_CONTROL_PICTURES = {c: chr(0x2400 + c) for c in range(0x20)} | {0x7F: "\u2421"}
 
 SPLIT_TITLE = "split i (state right after token i-1)"
 
@@ -15,8 +18,7 @@ SPLIT_TITLE = "split i (state right after token i-1)"
 def to_numpy(x, name: str, *, ndim: tuple[int, ...] | None = None) -> np.ndarray:
     """``x`` (numpy, torch, list) as a float64 numpy array, checking its rank.
 
-    Views never import torch: a tensor is read through ``.detach().cpu().numpy()``
-    when it has those methods.
+    A tensor is read through ``.detach().cpu().numpy()`` when it has those methods.
     """
     if hasattr(x, "detach"):
         x = x.detach()
@@ -68,12 +70,27 @@ def tolerance_label(tol: float, relative: bool = False) -> str:
 
 
 def display_token(token: str) -> str:
-    """Token text with whitespace made visible (for tooltips and labels).
+    """Token text with whitespace and control characters made visible (tooltips, labels).
 
     >>> display_token(" the\\n")
     '·the⏎'
+    >>> display_token("a\\x00b")
+    'a␀b'
     """
-    return "".join(VISIBLE_WHITESPACE.get(ch, ch) for ch in str(token))
+    return "".join(VISIBLE_WHITESPACE.get(ch) or visible_text(ch) for ch in str(token))
+
+
+def visible_text(text: str) -> str:
+    """``text`` with control characters other than newline and tab made visible.
+
+    Untrusted text (tokens, model names) goes through this before it is escaped
+    for HTML: a NUL byte or an escape sequence is never written raw.
+
+    >>> visible_text("a\\x00b\\nc\\x1b")
+    'a␀b\\nc␛'
+    """
+    text = str(text)
+    return text.translate({k: v for k, v in _CONTROL_PICTURES.items() if k not in (9, 10)})
 
 
 def optional_floats(values) -> list[float | None]:

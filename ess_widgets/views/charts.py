@@ -6,8 +6,9 @@ explorer re-thresholds cached spectra and rebuilds these charts on every change.
 The ``*_frame`` helpers return the exact table a chart shows, so the shown values
 can be compared with ``tolerance_ess`` / ``entropy_ess``.
 
-Conventions (see ESS_SPEC.md): ``spectra`` rows are splits ``i = 1 .. L-1``;
-split ``i`` is the memory right after token ``i-1``.
+Conventions (see docs/definitions.md): ``spectra`` rows are splits ``i = 1 .. L-1``;
+split ``i`` is the memory right after token ``i-1``. The charts take numpy arrays (torch
+tensors are read through ``.numpy()``); the tolerance-ESS they show is ``ess_widgets.core``'s.
 
 Examples
 --------
@@ -166,6 +167,7 @@ def channel_frame(tolerance_ess, entropy_ess, *, channel_name: str = "head") -> 
 
     ``tolerance_ess`` and ``entropy_ess`` have shape ``(C, L-1)`` (or ``(L-1,)`` for
     one channel). Columns: ``channel_name``, ``split``, ``tolerance_ESS``, ``entropy_ESS``.
+    Splits whose values are NaN (not computed yet) are left out.
     """
     tol_ess = to_numpy(tolerance_ess, "tolerance_ess", ndim=(1, 2))
     ent_ess = to_numpy(entropy_ess, "entropy_ess", ndim=(1, 2))
@@ -176,7 +178,7 @@ def channel_frame(tolerance_ess, entropy_ess, *, channel_name: str = "head") -> 
             f"{tol_ess.shape} and {ent_ess.shape}."
         )
     c, n = tol_ess.shape
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
             channel_name: np.repeat(np.arange(c), n),
             "split": np.tile(np.arange(1, n + 1), c),
@@ -184,6 +186,11 @@ def channel_frame(tolerance_ess, entropy_ess, *, channel_name: str = "head") -> 
             "entropy_ESS": ent_ess.ravel(),
         }
     )
+    # NaN marks a split not computed yet (a progressive view): no point for it.
+    keep = np.isfinite(frame["tolerance_ESS"].to_numpy()) & np.isfinite(
+        frame["entropy_ESS"].to_numpy()
+    )
+    return frame if keep.all() else frame[keep].reset_index(drop=True)
 
 
 # ----------------------------------------------------------------------------- charts
@@ -379,7 +386,7 @@ def tolerance_vs_entropy_chart(
     the points of that split.
     """
     frame = channel_frame(tolerance_ess, entropy_ess, channel_name=channel_name)
-    n_channels = int(frame[channel_name].max()) + 1
+    n_channels = int(frame[channel_name].max()) + 1 if len(frame) else 0
     top = float(np.nanmax(frame[["tolerance_ESS", "entropy_ESS"]].to_numpy(), initial=1.0))
     top *= 1.05  # room for the points on the edge
     tol_axis = "tolerance-ESS (state dimensions)"
@@ -427,13 +434,16 @@ def operator_heatmap(
     tokens=None,
     scale: str = "linear",
     title: str | None = None,
+    max_side: int = 192,
 ) -> alt.LayerChart:
     """The operator ``T`` (L, L) as a heatmap, rows outputs and columns inputs.
 
     Only the causal part ``j <= i`` is drawn. With ``split = i`` the block
     ``T[i:, :i]`` (rows ``i .. L-1``, columns ``0 .. i-1``) is outlined. Signed
     operators get a diverging colour scale centred at 0. ``scale`` is an altair
-    colour scale type ("linear", "symlog", ...).
+    colour scale type ("linear", "symlog", ...). Longer than ``max_side`` tokens,
+    each cell is the mean of a ``b x b`` block of ``T`` (``b = ceil(L / max_side)``),
+    so that the chart stays small; the outline stays exact.
     """
     t = to_numpy(T, "T", ndim=(2,))
     L = t.shape[0]
@@ -441,11 +451,14 @@ def operator_heatmap(
         raise ValueError(f"`T` must be square (L, L) with L >= 2, got shape {t.shape}.")
     if split is not None and not 1 <= int(split) <= L - 1:
         raise ValueError(f"`split` must be in 1 .. L-1 = {L - 1}, got {split}.")
-    rows, cols = np.tril_indices(L)
-    values = t[rows, cols]
     token_text = [display_token(tok) for tok in tokens] if tokens is not None else None
     if token_text is not None and len(token_text) != L:
         raise ValueError(f"`tokens` must have L = {L} entries, got {len(token_text)}.")
+    b = -(-L // max(int(max_side), 1))  # cells per block side
+    if b > 1:
+        return _binned_heatmap(t, b, split=split, scale=scale, title=title)
+    rows, cols = np.tril_indices(L)
+    values = t[rows, cols]
     lo, hi = float(values.min()), float(values.max())
     if lo < 0:
         m = max(-lo, hi)
@@ -492,27 +505,98 @@ def operator_heatmap(
     subtitle = "causal part j ≤ i; rows: outputs, columns: inputs"
     if split is not None:
         i = int(split)
-        outline = {
-            "first_output": i,
-            "last_output": L - 1,
-            "first_input": 0,
-            "last_input": i - 1,
-            "block": f"T[{i}:, :{i}], {L - i} × {i}",
-        }
-        layers.append(
-            _chart(pd.DataFrame([outline]))
-            .transform_calculate(
-                x0="datum.first_input - 0.5",
-                x1="datum.last_input + 0.5",
-                y0="datum.first_output - 0.5",
-                y1="datum.last_output + 0.5",
-            )
-            .mark_rect(fill=None, stroke=SELECTION_COLOR, strokeWidth=2)
-            .encode(x=x, x2="x1:Q", y=y, y2="y1:Q", tooltip=["block:N"])
-        )
+        layers.append(_outline(i, L, x, y))
         subtitle += f"; outlined: the block T[i:, :i] at split i={i} ({L - i} × {i})"
     chart_title = alt.Title(title or "Operator T", subtitle=subtitle)
     return alt.layer(*layers, title=chart_title).properties(width=HEIGHT + 80, height=HEIGHT + 80)
+
+
+def _block_means(t: np.ndarray, b: int) -> np.ndarray:
+    """Mean of every ``b x b`` block of the causal part of ``t`` (``(n, n)``, ``n = ceil(L/b)``)."""
+    L = t.shape[0]
+    n = -(-L // b)
+    padded = np.zeros((n * b, n * b))
+    padded[:L, :L] = np.tril(t)
+    counts = np.zeros((n * b, n * b))
+    counts[:L, :L] = np.tri(L)
+    sums = padded.reshape(n, b, n, b).sum((1, 3))
+    sizes = counts.reshape(n, b, n, b).sum((1, 3))
+    return np.where(sizes > 0, sums / np.where(sizes > 0, sizes, 1), 0.0)
+
+
+def _binned_heatmap(t, b: int, *, split, scale: str, title) -> alt.LayerChart:
+    L = t.shape[0]
+    means = _block_means(t, b)
+    rows, cols = np.tril_indices(means.shape[0])
+    first_out, first_in = rows * b, cols * b
+    frame = pd.DataFrame(
+        {
+            "output": first_out,
+            "input": first_in,
+            "last_output": np.minimum(first_out + b, L) - 1,
+            "last_input": np.minimum(first_in + b, L) - 1,
+            "weight": means[rows, cols],
+        }
+    )
+    lo, hi = float(frame["weight"].min()), float(frame["weight"].max())
+    if lo < 0:
+        m = max(-lo, hi)
+        color_scale = alt.Scale(type=scale, scheme="redblue", reverse=True, domain=[-m, m])
+    else:
+        color_scale = alt.Scale(type=scale, scheme="viridis")
+    edge = dict(nice=False, zero=False, domain=[-0.5, L - 0.5])
+    x = alt.X("x0:Q", title="input position (column)", scale=alt.Scale(**edge))
+    y = alt.Y("y0:Q", title="output position (row)", scale=alt.Scale(reverse=True, **edge))
+    cells = _chart(frame).transform_calculate(
+        x0="datum.input - 0.5",
+        x1="datum.last_input + 0.5",
+        y0="datum.output - 0.5",
+        y1="datum.last_output + 0.5",
+    )
+    layers = [
+        cells.mark_rect().encode(
+            x=x,
+            x2="x1:Q",
+            y=y,
+            y2="y1:Q",
+            color=alt.Color("weight:Q", title=f"mean of T over {b}×{b}", scale=color_scale),
+            tooltip=[
+                alt.Tooltip("output:Q", title="first output row"),
+                alt.Tooltip("last_output:Q", title="last output row"),
+                alt.Tooltip("input:Q", title="first input column"),
+                alt.Tooltip("last_input:Q", title="last input column"),
+                alt.Tooltip("weight:Q", title="mean of T[i, j], j ≤ i", format=".4g"),
+            ],
+        )
+    ]
+    subtitle = f"causal part j ≤ i, mean over {b} × {b} blocks; rows: outputs, columns: inputs"
+    if split is not None:
+        layers.append(_outline(int(split), L, x, y))
+        i = int(split)
+        subtitle += f"; outlined: T[i:, :i] at split i={i} ({L - i} × {i})"
+    chart_title = alt.Title(title or "Operator T", subtitle=subtitle)
+    return alt.layer(*layers, title=chart_title).properties(width=HEIGHT + 80, height=HEIGHT + 80)
+
+
+def _outline(i: int, L: int, x, y) -> alt.Chart:
+    outline = {
+        "first_output": i,
+        "last_output": L - 1,
+        "first_input": 0,
+        "last_input": i - 1,
+        "block": f"T[{i}:, :{i}], {L - i} × {i}",
+    }
+    return (
+        _chart(pd.DataFrame([outline]))
+        .transform_calculate(
+            x0="datum.first_input - 0.5",
+            x1="datum.last_input + 0.5",
+            y0="datum.first_output - 0.5",
+            y1="datum.last_output + 0.5",
+        )
+        .mark_rect(fill=None, stroke=SELECTION_COLOR, strokeWidth=2)
+        .encode(x=x, x2="x1:Q", y=y, y2="y1:Q", tooltip=["block:N"])
+    )
 
 
 def overview_chart(

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 import altair as alt
 import vl_convert as vlc
 
+from ._format import visible_text
 from .token_view import TokenView, token_view_html
 
 __all__ = ["export_html", "save_chart", "vega_bundle"]
@@ -86,7 +87,7 @@ def export_html(
     Parameters
     ----------
     path : str or path-like
-        Where to write (``.html``).
+        Where to write; must end in ``.html`` or ``.htm``.
     charts : sequence of altair charts, or mapping heading -> chart
         Drawn in order with vega-embed (SVG renderer), every library inlined.
     token_view : TokenView or mapping, optional
@@ -98,15 +99,23 @@ def export_html(
     Returns
     -------
     pathlib.Path of the written file.
+
+    Raises
+    ------
+    ValueError
+        ``path`` is empty, a folder, or does not end in ``.html``/``.htm``.
     """
-    path = pathlib.Path(os.fspath(path))
+    path = _html_path(path)
     items = list(charts.items()) if isinstance(charts, Mapping) else [(None, c) for c in charts]
     specs = []
     for _, chart in items:
         if not hasattr(chart, "to_dict"):
             raise TypeError(f"`charts` must hold altair charts, got {type(chart).__name__}.")
         specs.append(chart.to_dict())
-    esc = html.escape
+
+    def esc(text) -> str:  # untrusted text: no raw control characters, then escaped
+        return html.escape(visible_text(text))
+
     body = [f"<h1>{esc(title)}</h1>"]
     if description:
         body.append(f'<p class="essw-description">{esc(description)}</p>')
@@ -155,6 +164,23 @@ def export_html(
     )
     path.write_text(page, encoding="utf-8")
     return path
+
+
+def _html_path(path) -> pathlib.Path:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"`path` must be a str or path-like, got {type(path).__name__}.")
+    text = os.fspath(path)
+    if not str(text).strip():
+        raise ValueError("`path` is empty: pass a file name such as 'explorer.html'.")
+    out = pathlib.Path(text)
+    if out.is_dir():
+        raise ValueError(f"`path` {text!r} is a folder: pass a file name such as 'explorer.html'.")
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise ValueError(
+            f"`path` must end in .html or .htm, got {out.name!r}. For a PNG or SVG of one "
+            "chart use save_chart(chart, path)."
+        )
+    return out
 
 
 def save_chart(chart, path, *, scale: float = 2.0) -> pathlib.Path:

@@ -4,8 +4,9 @@
 ``static/token_view.css`` next to this file. ``token_view_html`` renders the same
 view as static, escaped HTML for exports.
 
-Attribution (ESS_SPEC.md): token ``t`` gets the ESS at split ``t + 1``, the state
-right after reading it. The last token has no split after it, so no value.
+Attribution (docs/definitions.md, token attribution): token ``t`` gets the ESS at split
+``t + 1``, the state right after reading it. The last token has no split after it, so no
+value.
 
 Examples
 --------
@@ -27,7 +28,7 @@ import re
 import anywidget
 import traitlets
 
-from ._format import display_token, format_number, optional_floats, to_numpy
+from ._format import display_token, format_number, optional_floats, to_numpy, visible_text
 
 __all__ = [
     "TokenView",
@@ -292,7 +293,10 @@ def token_view_html(
     >>> '<img' in token_view_html(["<img src=x>"], [None])
     False
     """
-    esc = html.escape
+
+    def esc(text) -> str:  # untrusted text: no raw control characters, then escaped
+        return html.escape(visible_text(text))
+
     if error:
         message = f'<div class="essw-error" role="alert">{esc(error)}</div>'
         return f'<div class="essw-token-view">{message}</div>'
