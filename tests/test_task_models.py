@@ -86,7 +86,7 @@ def test_explorer_opens_a_task_model():
     pytest.importorskip("ipywidgets")
     from ess_widgets.app import Explorer
 
-    ex = Explorer(model=NAMES[0], layer=0, tol=1e-2)
+    ex = Explorer(model=NAMES[0], layer=0, tol=1e-2).wait(300)
     assert ex.error == "", ex.error
     assert ex.text == ex.handle.default_text
     d = ex.layer_data()
