@@ -88,8 +88,11 @@ def test_bad_token_ids(handle):
 
 
 def test_unknown_builtin_name_lists_the_builtins():
+    from ess_widgets.models.paper import task_model_names
+
     names = adapters.builtin_models()
-    assert names[0] == "smollm2-135m" and names[1:] == mqar_model_names()
+    assert names[0] == "smollm2-135m"
+    assert names[1:] == mqar_model_names() + task_model_names()
     with pytest.raises(ValueError, match=r"builtin_models\(\): \['smollm2-135m', 'mqar-") as err:
         adapters.load("smollm2-999m")
     assert "Did you mean 'smollm2-135m'" in str(err.value)
