@@ -19,6 +19,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 
 import ess_widgets
 from ess_widgets.app import Explorer
+from ess_widgets.app.sources import ModelSource
 
 WORDS = "the cat sat on a mat and dog ran to park it was warm then slept . ,".split()
 TEXT = "the cat sat on the mat . the dog ran to the park , and then it slept ."
@@ -112,3 +113,32 @@ def test_mlp_only_block_is_an_error_naming_the_layer():
     ex.wait(300)
     assert ex.error == "" and ex.layer_data().complete
     ex.close()
+
+
+def test_one_forward_pass_records_every_layer_when_they_fit(falcon_h1, monkeypatch):
+    """Issue 9 item 4: the records of every layer come from one call (one pass when the
+    budget allows) and are reused across layer and mixer switches; a budget too small for
+    all of them together records one block at a time."""
+    handle = falcon_h1
+    calls = []
+    original = handle.layer_operators
+
+    def counted(inputs, layers=None, **kwargs):
+        calls.append(layers)
+        return original(inputs, layers=layers, **kwargs)
+
+    monkeypatch.setattr(handle, "layer_operators", counted)
+    source = ModelSource(handle, TEXT)
+    for layer, mixer in ((1, "attention"), (0, "ssm"), (1, "ssm"), (0, "attention")):
+        ops = handle.operators(TEXT, layer, mixer=mixer)
+        got = source.layer(layer, mixer).spectra(range(ops.num_channels), [3, 9])
+        np.testing.assert_array_equal(got, ops.spectra(splits=[3, 9]).numpy())
+    assert calls == [None]
+    prints = [spec.footprint(len(source.tokens)) for spec in handle.specs()]
+    together = sum(f.capture for f in prints) + max(f.peak - f.capture for f in prints)
+    monkeypatch.setattr(handle, "memory_budget", together - 1)
+    calls.clear()
+    source = ModelSource(handle, TEXT)
+    for layer, mixer in ((1, "attention"), (1, "ssm"), (0, "ssm")):
+        source.layer(layer, mixer)
+    assert calls == [[1], [0]]

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import html
 import math
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from altair.utils.schemapi import debug_mode
 
 from .. import views
 from ..core import entropy_ess, tolerance_ess
@@ -44,6 +46,7 @@ __all__ = [
 MEAN = -1  # ``head`` value meaning "mean over the layer's channels"
 # At most this many channels are drawn as scatter points (SSM layers have thousands).
 MAX_SCATTER_CHANNELS = 64
+_NO_VALIDATION = threading.Lock()
 # Chart names, in the order they are drawn.
 CHARTS = ("spectrum", "ess_curve", "tolerance_vs_entropy", "operator")
 # What each chart depends on, besides the layer data.
@@ -272,6 +275,14 @@ def build_charts(
 ) -> dict:
     """The charts ``names`` (all of ``CHARTS`` when None) for this state, by name."""
     want = CHARTS if names is None else [name for name in CHARTS if name in names]
+    # The builders make valid specs (tested); altair's validation of every intermediate
+    # object would double the time of a re-threshold. Its switch is global: explorers take
+    # turns, so that none switches it back on in the middle of another's build.
+    with _NO_VALIDATION, debug_mode(False):
+        return _build(data, state, numbers, want)
+
+
+def _build(data: LayerData, state: ViewState, numbers: dict, want) -> dict:
     i, shown, name = numbers["split"], numbers["shown_head"], data.channel_name
     tol, rel = state.tol, state.relative
     mean = state.head == MEAN

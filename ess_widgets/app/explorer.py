@@ -9,9 +9,11 @@ one background thread, one chunk of splits at a time, in the order
 ``dashboard.next_chunk`` gives: the shown head at the selected split, a coarse
 stride of splits (every split for short texts; a stride predicted to take about
 a second for long ones), then every split of every head. The view is redrawn
-when the coarse view is ready and then about once a second until it is complete.
+when the coarse view is ready and then about every two seconds until it is complete.
 A newer change cancels older work at the next chunk boundary (chunks take about
-0.25 s). Tolerance, split and head changes only re-threshold what is cached.
+0.5 s: each call of the core's ``spectra(T, splits=...)`` also pays for a chain of Gram
+matrices from the middle split, so chunks cannot be much smaller). Tolerance, split and
+head changes only re-threshold what is cached.
 Every state change and every redraw goes through one lock; a generation counter
 tells the worker when its job is stale. ``wait()`` blocks until the view is
 complete (scripts and tests).
@@ -48,8 +50,8 @@ __all__ = ["Explorer", "DEFAULT_TEXT", "MEAN"]
 # The first view of a layer should take about this long (seconds of spectra).
 COARSE_SECONDS = 1.0
 # Work between two cancellation checks, and between two redraws while refining.
-CHUNK_SECONDS = 0.25
-REDRAW_SECONDS = 1.0
+CHUNK_SECONDS = 0.5
+REDRAW_SECONDS = 2.0
 # Layers kept per explorer, by the bytes of their spectra (the shown one always stays).
 CACHE_BYTES = 768 * 2**20
 # The overview keeps spectra of every layer at a stride that fits this many bytes.
@@ -683,7 +685,7 @@ class Explorer(widgets.VBox):
             self._install(data, mixers, mixer)
         costs = layer_source.costs()
         structured = layer_source.structured
-        coarse_reported = data.complete
+        cached = coarse_reported = data.complete
         last_draw, draw_seconds = time.perf_counter(), 0.0
         while True:
             with self._lock:
@@ -734,7 +736,8 @@ class Explorer(widgets.VBox):
         with self._lock:
             if not self._current(generation):
                 return
-            self._refresh({"data"})
+            if not cached:  # a layer complete from the cache was drawn by _install
+                self._refresh({"data"})
             now = time.perf_counter()
             self.timings.setdefault("coarse_s", now - self._submitted)
             self.timings["complete_s"] = now - self._submitted

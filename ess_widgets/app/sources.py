@@ -121,8 +121,12 @@ class LayerSource:
         return split_costs(self.length, self.structured)
 
     def channel_cost(self) -> float:
-        """Fixed cost per channel and chunk (a structured path scans all ``L`` steps)."""
-        return float(self.length) if self.structured else 0.0
+        """Fixed cost per channel and chunk, in the units of ``costs``: a structured path
+        scans all ``L`` steps; the dense path chains Gram matrices from the middle split
+        outwards (about one middle split's work)."""
+        if self.structured:
+            return float(self.length)
+        return float(self.costs()[self.length // 2 - 1])
 
     def new_data(self) -> LayerData:
         """An empty ``LayerData`` for this layer."""
@@ -179,6 +183,15 @@ def _from_layer_operators(ops) -> LayerSource:
 
 
 # ----------------------------------------------------------------------------- model
+def _all_fit(handle, L: int) -> bool:
+    """Whether the records of every layer fit in the handle's memory budget together (with
+    the largest working space of one layer on top): then one call records them all, in as
+    few forward passes as the budget allows, and they are kept for this text."""
+    prints = [spec.footprint(L) for spec in handle.specs()]
+    together = sum(f.capture for f in prints) + max((f.peak - f.capture for f in prints), default=0)
+    return together <= handle.memory_budget
+
+
 class ModelSource:
     """A loaded model on one text.
 
@@ -224,10 +237,9 @@ class ModelSource:
     def _record(self, layer: int, mixer: str):
         key = (layer, mixer)
         if key not in self._ops:
-            try:  # every layer in as few forward passes as the budget allows, once per text
-                self._ops.update(self.handle.layer_operators(self.text))
-            except ValueError:  # too long for every layer at once: this block only
-                self._ops = dict(self.handle.layer_operators(self.text, layers=[layer]))
+            layers = None if _all_fit(self.handle, len(self.tokens)) else [layer]
+            recorded = self.handle.layer_operators(self.text, layers=layers)
+            self._ops = dict(recorded) if layers else {**self._ops, **recorded}
         return self._ops[key]
 
     def layer(self, layer: int, mixer: str) -> LayerSource:

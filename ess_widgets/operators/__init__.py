@@ -9,7 +9,7 @@ loop, for checking ``T @ u`` against it.
 from .attention import attention_operator, softmax_attention, softmax_attention_ref
 from .base import CausalOperator
 from .convolution import convolution, convolution_ref
-from .delta_rule import delta_transition, gated_delta_rule, gated_delta_rule_ref
+from .delta_rule import gated_delta_rule, gated_delta_rule_ref
 from .linear_attention import (
     gated_linear_attention,
     linear_attention,
@@ -43,7 +43,6 @@ __all__ = [
     "convolution_ref",
     "gated_delta_rule",
     "gated_delta_rule_ref",
-    "delta_transition",
     "wkv4",
     "wkv4_ref",
     "rg_lru",

@@ -11,6 +11,7 @@ VISIBLE_WHITESPACE = {" ": "·", "\n": "⏎", "\r": "↵", "\t": "→"}
 # Other control characters (NUL, ESC, DEL, ...) become their Unicode "control picture"
 # (U+2400 + code, U+2421 for DEL): never written raw into HTML, JSON or SVG.
 _CONTROL_PICTURES = {c: chr(0x2400 + c) for c in range(0x20)} | {0x7F: "\u2421"}
+_SHOW_CONTROLS = {k: v for k, v in _CONTROL_PICTURES.items() if k not in (9, 10)}
 
 SPLIT_TITLE = "split i (state right after token i-1)"
 
@@ -77,7 +78,7 @@ def display_token(token: str) -> str:
     >>> display_token("a\\x00b")
     'a␀b'
     """
-    return "".join(VISIBLE_WHITESPACE.get(ch) or visible_text(ch) for ch in str(token))
+    return visible_text("".join(VISIBLE_WHITESPACE.get(ch, ch) for ch in str(token)))
 
 
 def visible_text(text: str) -> str:
@@ -89,8 +90,7 @@ def visible_text(text: str) -> str:
     >>> visible_text("a\\x00b\\nc\\x1b")
     'a␀b\\nc␛'
     """
-    text = str(text)
-    return text.translate({k: v for k, v in _CONTROL_PICTURES.items() if k not in (9, 10)})
+    return str(text).translate(_SHOW_CONTROLS)
 
 
 def optional_floats(values) -> list[float | None]:
