@@ -215,3 +215,15 @@ def test_entropy_ess_of_a_batch_is_per_row():
     assert got.shape == (3, 4)
     for index in np.ndindex(3, 4):
         assert math.isclose(float(got[index]), entropy_reference(s[index].tolist()), rel_tol=1e-12)
+
+
+def test_integer_tensors_and_bad_arrays_through_as_tensor():
+    ints = torch.tensor([[3, 1, 0]])
+    ess = entropy_ess(ints)
+    assert ess.dtype == torch.float64
+    assert ess.tolist() == entropy_ess(ints.double()).tolist()
+    assert _validation.check_operator(torch.tensor([[1, 0], [2, 3]])).dtype == torch.float64
+    with pytest.raises(TypeError, match=r"^`T` must hold numbers"):
+        spectra(np.array([["a", "b"], ["c", "d"]]))
+    with pytest.raises(TypeError, match=r"^`spectra` must be a rectangular array"):
+        entropy_ess([[1.0], [1.0, 2.0]])
