@@ -65,7 +65,13 @@ def main() -> None:
     parser.add_argument("--shard-size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--ray", action="store_true", help="also time engine='ray', 2 actors")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads here (Ray actors: 1 each)"
+    )
     args = parser.parse_args()
+    # One thread by default: on a shared, loaded machine two threads wait on each other
+    # at every parallel region, and ESS runs many times slower.
+    torch.set_num_threads(args.threads)
     layers = [int(x) for x in args.layers.split(",")]
     texts = python_docstrings(args.texts, max_chars=260)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
@@ -91,7 +97,14 @@ def main() -> None:
         if args.ray:
             import ray
 
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            for attempt in range(3):  # a loaded machine can miss Ray's 30 s start-up wait
+                try:
+                    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+                    break
+                except Exception:
+                    ray.shutdown()
+                    if attempt == 2:
+                        raise
             try:
                 out = work / "ray"
                 start = time.perf_counter()

@@ -8,26 +8,24 @@ Each model (d_model 64, seq_len 64, vocab 64): AdamW (lr 3e-3, weight decay 0.1,
 model seed * 1_000_003 + step), evaluation on 256 held-out sequences (seed 10_000 +
 model seed) every 100 steps, early stop once the held-out accuracy reaches 0.99. Weights go to
 ``ess_widgets/models/weights/<name>.safetensors`` with config and training record in
-the safetensors header; ``manifest.csv`` lists them all. S6 trains only with its
-B/C projections initialised at O(1) and ``A = -1`` (see ``SelectiveSSMMixer``): with
-PyTorch's default init and S4D-real ``A`` it stayed at chance (held-out accuracy
-0.03 after 150 steps, loss ln 32) where LA was already at 0.19.
+the safetensors header; ``manifest.csv`` lists them all. The loop is
+``ess_widgets.models.training.train`` (shared with ``scripts/train_task.py``).
+S6 trains only with its B/C projections initialised at O(1) and ``A = -1`` (see
+``SelectiveSSMMixer``): with PyTorch's default init and S4D-real ``A`` it stayed at
+chance (held-out accuracy 0.03 after 150 steps, loss ln 32) where LA was already at 0.19.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import math
-import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from ess_widgets.models.model import MQARConfig, MQARModel, save_model
+from ess_widgets.models.model import save_model
 from ess_widgets.models.registry import model_name
-from ess_widgets.tasks import mqar
+from ess_widgets.models.training import TrainConfig, train
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "ess_widgets" / "models" / "weights"
 
@@ -46,50 +44,26 @@ GRID = [
 ]
 
 
-def accuracy(model, batch) -> float:
-    with torch.no_grad():
-        pred = model(batch.inputs).argmax(-1)
-    mask = batch.query_mask
-    return float((pred[mask] == batch.targets[mask]).float().mean())
-
-
 def train_one(family, state, num_pairs, max_steps, *, seed=0, out=WEIGHTS, log=print):
-    torch.manual_seed(seed)
-    cfg = MQARConfig(family, state, VOCAB, d_model=D_MODEL)
-    model = MQARModel(cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WD)
-
-    def lr_at(step):
-        if step < WARMUP:
-            return (step + 1) / WARMUP
-        return 0.5 * (1 + math.cos(math.pi * (step - WARMUP) / max(1, max_steps - WARMUP)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    held_out = mqar(256, num_pairs=num_pairs, seq_len=SEQ_LEN, vocab_size=VOCAB, seed=10_000 + seed)
-    start, acc, step = time.time(), 0.0, 0
-    for step in range(1, max_steps + 1):
-        batch = mqar(
-            BATCH,
-            num_pairs=num_pairs,
-            seq_len=SEQ_LEN,
-            vocab_size=VOCAB,
-            seed=seed * 1_000_003 + step,
-        )
-        logits = model(batch.inputs)
-        loss = F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten())
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        if step % EVAL_EVERY == 0 or step == max_steps:
-            model.eval()
-            acc = accuracy(model, held_out)
-            model.train()
-            log(f"  step {step:5d} loss {loss.item():.3f} held-out acc {acc:.3f}")
-            if acc >= TARGET:
-                break
-    seconds = time.time() - start
+    cfg = TrainConfig(
+        family,
+        state,
+        task="mqar",
+        num_items=num_pairs,
+        seq_len=SEQ_LEN,
+        vocab_size=VOCAB,
+        d_model=D_MODEL,
+        steps=max_steps,
+        batch=BATCH,
+        lr=LR,
+        weight_decay=WD,
+        warmup=WARMUP,
+        eval_every=EVAL_EVERY,
+        target=TARGET,
+        seed=seed,
+    )
+    model, rec = train(cfg, log=log)
+    step, acc, seconds = rec["steps_run"], rec["train_accuracy"], rec["train_seconds"]
     name = model_name(family, state, num_pairs)
     record = {
         "name": name,
@@ -102,7 +76,12 @@ def train_one(family, state, num_pairs, max_steps, *, seed=0, out=WEIGHTS, log=p
         "seed": seed,
         "steps": step,
         "train_accuracy": round(acc, 4),
-        "train_seconds": round(seconds, 1),
+        "train_seconds": seconds,
+        # the training options of ``training.train`` these models use
+        "task": "mqar",
+        "reg_lambda": 0.0,
+        "init": "default",
+        "distill": None,
     }
     out.mkdir(parents=True, exist_ok=True)
     save_model(model.eval(), out / f"{name}.safetensors", {"training": record})

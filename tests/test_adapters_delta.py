@@ -16,9 +16,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import contextlib
 import inspect
-import math
 import sys
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -28,65 +28,12 @@ import ess_widgets.adapters as adapters
 from ess_widgets import spectra
 from ess_widgets.adapters.delta_rule import GatedDeltaNetAdapter, KimiDeltaAttentionAdapter
 
-V = 64
+sys.path.insert(0, str(Path(__file__).parent))  # the shared tiny models (tiny_models.py)
+from tiny_models import DELTA_CONFIGS as CONFIGS
+from tiny_models import V, delta_mixers
+from tiny_models import delta_model as tiny_model
+
 L = 20
-LAYER_TYPES = ["linear_attention", "full_attention", "linear_attention"]
-COMMON = dict(
-    vocab_size=V,
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=3,
-    num_attention_heads=4,
-    layer_types=LAYER_TYPES,
-    max_position_embeddings=64,
-)
-MLA = dict(
-    moe_intermediate_size=16,
-    num_key_value_heads=4,
-    kv_lora_rank=8,
-    qk_rope_head_dim=4,
-    v_head_dim=8,
-    qk_nope_head_dim=8,
-    num_experts_per_tok=1,
-    pad_token_id=0,
-    eos_token_id=1,
-)
-CONFIGS = {
-    # 2 key heads, 4 value heads: q and k are repeated to the value heads.
-    "qwen3_next": lambda: tf.Qwen3NextConfig(
-        **COMMON,
-        num_key_value_heads=2,
-        head_dim=8,
-        linear_key_head_dim=8,
-        linear_value_head_dim=6,
-        linear_num_key_heads=2,
-        linear_num_value_heads=4,
-        moe_intermediate_size=16,
-        shared_expert_intermediate_size=16,
-        num_experts=2,
-        num_experts_per_tok=1,
-    ),
-    "olmo_hybrid": lambda: tf.OlmoHybridConfig(
-        **COMMON,
-        num_key_value_heads=2,
-        linear_num_key_heads=2,
-        linear_num_value_heads=4,
-        linear_key_head_dim=8,
-        linear_value_head_dim=6,
-        linear_allow_neg_eigval=True,  # beta in [0, 2]
-        pad_token_id=0,
-        eos_token_id=1,
-    ),
-    "kimi_linear": lambda: tf.KimiLinearConfig(
-        **COMMON,
-        **MLA,
-        num_local_experts=2,
-        linear_attn_config={"head_dim": 8, "num_heads": 4, "short_conv_kernel_size": 4},
-    ),
-    "bailing_hybrid": lambda: tf.BailingHybridConfig(
-        **COMMON, **MLA, num_local_experts=4, n_group=2, topk_group=1, head_dim=8
-    ),
-}
 KIND = {  # operator family (the table's kind column)
     "qwen3_next": "gated_delta_rule",
     "olmo_hybrid": "gated_delta_rule",
@@ -102,32 +49,6 @@ FUNCTION = {
     "gated_delta_rule": "torch_chunk_gated_delta_rule",
     "kimi_delta_attention": "chunk_kimi_delta_attention",
 }
-
-
-def tiny_model(family: str):
-    torch.manual_seed(0)
-    model = tf.AutoModelForCausalLM.from_config(
-        CONFIGS[family](), attn_implementation="eager", experts_implementation="eager"
-    )
-    model = model.double().eval()  # grouped_mm experts refuse float64: eager experts
-    # Not the default init: slower decays (the default forgets within a few steps, so
-    # the operators are nearly diagonal) and betas spread over their whole range.
-    with torch.no_grad():
-        for mixer in delta_mixers(model):
-            gate = getattr(mixer, "forget_gate", mixer)
-            if family == "bailing_hybrid":  # g = -5 sigmoid(exp(A_log) (f + dt_bias))
-                gate.A_log.zero_()
-                gate.dt_bias.uniform_(-6.0, -2.0)
-            else:  # g = -exp(A_log) softplus(a + dt_bias)
-                gate.A_log.uniform_(math.log(0.02), math.log(0.5))
-            b = mixer.in_proj_ba if family == "qwen3_next" else mixer.b_proj
-            b.weight.normal_(std=0.5)
-    return model
-
-
-def delta_mixers(model):
-    names = ("GatedDeltaNet", "DeltaAttention")
-    return [m for m in model.modules() if type(m).__name__.endswith(names)]
 
 
 def token_ids(seed: int = 1) -> torch.Tensor:

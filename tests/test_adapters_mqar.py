@@ -54,7 +54,8 @@ def sequence(handle, seed=7):
 def test_load_by_name_offline_and_listed(handle):
     names = ess_widgets.builtin_models()
     assert names[0] == "smollm2-135m"
-    assert names[1:] == mqar_model_names() and NAME in names
+    mqar_names = mqar_model_names()
+    assert names[1 : 1 + len(mqar_names)] == mqar_names and NAME in names
     assert isinstance(handle, MQARHandle) and handle.name == NAME
     model, record = load_mqar_model(NAME, with_record=True)
     assert handle.num_layers == model.cfg.num_layers == 2

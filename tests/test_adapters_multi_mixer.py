@@ -19,83 +19,25 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import sys
+from pathlib import Path
 
 import pytest
 import torch
-import transformers as tf
 
 import ess_widgets.adapters as adapters
 from ess_widgets import spectra
 
-V = 64
-CONFIGS = {
-    "falcon_h1": lambda: tf.FalconH1Config(
-        num_hidden_layers=2,
-        hidden_size=32,
-        intermediate_size=64,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=V,
-        max_position_embeddings=64,
-        mamba_d_ssm=32,
-        mamba_n_heads=4,
-        mamba_d_head=8,
-        mamba_n_groups=2,
-        mamba_d_state=6,
-        mamba_chunk_size=8,
-        mamba_expand=1,
-    ),
-    "nemotron_h": lambda: tf.NemotronHConfig(
-        num_hidden_layers=4,
-        hidden_size=32,
-        intermediate_size=64,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=V,
-        max_position_embeddings=64,
-        mamba_num_heads=4,
-        mamba_head_dim=16,
-        n_groups=2,
-        ssm_state_size=6,
-        chunk_size=8,
-        hybrid_override_pattern="M-*M",  # SSD, MLP-only, attention, SSD
-    ),
-    "zamba2": lambda: tf.Zamba2Config(
-        num_hidden_layers=4,
-        hidden_size=32,
-        intermediate_size=64,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        vocab_size=V,
-        max_position_embeddings=64,
-        mamba_d_state=6,
-        mamba_headdim=8,
-        mamba_ngroups=2,
-        chunk_size=8,
-        n_mamba_heads=8,
-        layers_block_type=["mamba", "hybrid", "mamba", "hybrid"],
-        hybrid_layer_ids=[1, 3],
-        num_mem_blocks=1,
-        use_mem_rope=False,
-    ),
-}
+sys.path.insert(0, str(Path(__file__).parent))  # the shared tiny models (tiny_models.py)
+from tiny_models import MULTI_MIXER_CONFIGS as CONFIGS
+from tiny_models import V
+from tiny_models import multi_mixer_model as tiny_model
+
 LAYER_KINDS = {
     "falcon_h1": ["ssm+attention", "ssm+attention"],
     "nemotron_h": ["ssm", "mlp", "attention", "ssm"],
     "zamba2": ["ssm", "attention+ssm", "ssm", "attention+ssm"],
 }
 MLP_ONLY = {"falcon_h1": [], "nemotron_h": [1], "zamba2": []}
-
-
-def tiny_model(family: str):
-    torch.manual_seed(0)
-    model = tf.AutoModelForCausalLM.from_config(CONFIGS[family](), attn_implementation="eager")
-    model = model.eval().double()
-    with torch.no_grad():  # a skip D of order 1, so that leaving it out is seen
-        for module in model.modules():
-            if hasattr(module, "D") and hasattr(module, "dt_bias"):
-                module.D.normal_()
-    return model
 
 
 def token_ids(L: int = 20) -> torch.Tensor:

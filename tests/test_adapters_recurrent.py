@@ -13,6 +13,7 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,81 +22,13 @@ import transformers as tf
 import ess_widgets.adapters as adapters
 from ess_widgets import spectra
 
-V = 64
-L = 20
-F64 = torch.float64
+sys.path.insert(0, str(Path(__file__).parent))  # the shared tiny models (tiny_models.py)
+from tiny_models import F64, V
+from tiny_models import RECURRENT_CONFIGS as CONFIGS
+from tiny_models import recurrent_model as tiny_model
 
-CONFIGS = {
-    "rwkv": lambda: tf.RwkvConfig(
-        num_hidden_layers=2,
-        hidden_size=16,
-        attention_hidden_size=16,
-        intermediate_size=32,
-        vocab_size=V,
-        context_length=64,
-    ),
-    "recurrent_gemma": lambda: tf.RecurrentGemmaConfig(
-        num_hidden_layers=3,
-        hidden_size=16,
-        lru_width=16,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=8,
-        intermediate_size=32,
-        vocab_size=V,
-        attention_window_size=6,
-        block_types=["recurrent", "recurrent", "attention"],
-    ),
-    "lfm2": lambda: tf.Lfm2Config(
-        num_hidden_layers=3,
-        hidden_size=16,
-        intermediate_size=32,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        vocab_size=V,
-        layer_types=["conv", "full_attention", "conv"],
-        max_position_embeddings=64,
-    ),
-    "lfm3": lambda: tf.Lfm3Config(
-        num_hidden_layers=4,
-        hidden_size=16,
-        intermediate_size=32,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=8,
-        vocab_size=V,
-        layer_types=["conv", "sliding_attention", "conv", "full_attention"],
-        sliding_window=5,
-        conv_L_cache=4,
-        max_position_embeddings=64,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-    ),
-    "minimax": lambda: tf.MiniMaxConfig(
-        num_hidden_layers=3,
-        hidden_size=16,
-        intermediate_size=32,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=8,
-        vocab_size=V,
-        num_local_experts=2,
-        num_experts_per_tok=1,
-        layer_types=["linear_attention", "full_attention", "linear_attention"],
-        block_size=8,  # L = 20: two full blocks and a partial one
-        sliding_window=7,  # applies to MiniMax's softmax layers
-        max_position_embeddings=64,
-    ),
-    "xlstm": lambda: tf.xLSTMConfig(
-        num_blocks=2,
-        num_hidden_layers=2,
-        hidden_size=16,
-        num_heads=2,
-        vocab_size=V,
-        chunk_size=8,  # L = 20: two chunks by the chunkwise kernel, 4 steps by the loop
-    ),
-}
+L = 20
+
 # Per block: its mixer's name (the table's `mixer` column) and operator family (`kind`).
 MIXERS = {
     "rwkv": ["wkv", "wkv"],
@@ -117,14 +50,6 @@ WINDOWS = {("recurrent_gemma", 2): 6, ("lfm3", 1): 5, ("minimax", 1): 7}
 TSS = {"wkv": 1, "rg_lru": 1, "conv": None, "linear_attention": 8, "mlstm": 4}
 RECURRENT = [(f, i) for f, names in MIXERS.items() for i, m in enumerate(names) if m != "attention"]
 ATTENTION = [(f, i) for f, names in MIXERS.items() for i, m in enumerate(names) if m == "attention"]
-
-
-def tiny_model(family: str, dtype=F64):
-    torch.manual_seed(0)
-    model = tf.AutoModelForCausalLM.from_config(
-        CONFIGS[family](), attn_implementation="eager", experts_implementation="eager"
-    )
-    return model.to(dtype).eval()
 
 
 _MODELS = {}

@@ -205,3 +205,13 @@ def test_check_operator_reads_lists_and_names_bad_types():
         _validation.check_operator("abc")
     expected = entropy_ess(torch.tensor([[3.0, 1.0]], dtype=torch.float64))
     assert entropy_ess([[3.0, 1.0]]).tolist() == expected.tolist()
+
+
+def test_entropy_ess_of_a_batch_is_per_row():
+    # (heads, splits, K): every row on its own, against Python's math.
+    s = np.random.default_rng(2).exponential(size=(3, 4, 5))
+    s[1, 2] = 0.0
+    got = entropy_ess(torch.from_numpy(s))
+    assert got.shape == (3, 4)
+    for index in np.ndindex(3, 4):
+        assert math.isclose(float(got[index]), entropy_reference(s[index].tolist()), rel_tol=1e-12)

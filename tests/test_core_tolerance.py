@@ -186,13 +186,24 @@ UNSORTED = np.array([[1.0, 3.0, 0.0, 2.0], [0.5, 0.25, 1.0, 0.0]])
 
 @pytest.mark.parametrize("tol, relative", [(0.5, True), (0.9, False), (0.34, True), (1.0, False)])
 def test_app_rethreshold_is_the_core_rule(tol, relative):
-    from ess_widgets.app.sources import threshold_ess
+    from ess_widgets.app.dashboard import LayerData
 
+    data = LayerData.empty(
+        layer=0,
+        mixer="attention",
+        family="softmax_attention",
+        channel_name="head",
+        tokens=["a", "b", "c"],
+        num_channels=1,
+        width=UNSORTED.shape[1],
+        dense=lambda channel: np.zeros((3, 3)),
+    )
+    data.fill([0], [1, 2], UNSORTED[None])
     expected = tolerance_ess(UNSORTED, tol, relative=relative).numpy()
-    np.testing.assert_array_equal(threshold_ess(UNSORTED, tol, relative), expected)
+    np.testing.assert_array_equal(data.tolerance_ess(tol, relative=relative)[0], expected)
     np.testing.assert_array_equal(expected, plain_count(UNSORTED.tolist(), tol, relative))
     with pytest.raises(TypeError, match="`relative`"):
-        threshold_ess(UNSORTED, tol, "no")
+        data.tolerance_ess(tol, relative="no")
 
 
 @pytest.mark.parametrize("tol, relative", [(0.5, True), (0.9, False), (0.34, True), (2.0, False)])

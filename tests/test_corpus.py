@@ -24,6 +24,7 @@ import ess_widgets  # noqa: E402
 from ess_widgets.adapters import load  # noqa: E402
 from ess_widgets.corpus import (  # noqa: E402
     around_token_class,
+    dip_at_token_class,
     head_distributions,
     head_means,
     read_failures,
@@ -139,10 +140,16 @@ def test_parquet_schema_and_metadata(full, model_dir):
         "texts": storage.TEXTS_SCHEMA,
         "failures": storage.FAILURES_SCHEMA,
     }
-    assert [f.type for f in storage.ess_schema()] == [
-        pa.int64(), pa.int32(), pa.string(), pa.int32(), pa.int32(), pa.string(),
-        pa.int64(), pa.int32(), pa.float64(), pa.int32(), pa.int64(),
-    ]  # fmt: skip
+    types = {f.name: f.type for f in storage.ess_schema()}
+    cols = list(storage.TABLE_COLUMNS)
+    k = cols.index("token") + 1
+    assert list(types) == ["text_id", *cols[:k], "token_id", *cols[k:]]
+    expected = {"text_id": pa.int64(), "layer": pa.int32(), "mixer": pa.string(),
+                "kind": pa.string(), "channel": pa.int32(), "split": pa.int32(),
+                "token": pa.string(), "token_id": pa.int64(), "tolerance_ess": pa.int32(),
+                "entropy_ess": pa.float64(), "bound": pa.int32(), "tss": pa.int64()}  # fmt: skip
+    assert types == {k: v for k, v in expected.items() if k in types}
+    assert set(expected) - set(types) <= {"mixer"}
     for name, schema in schemas.items():
         parts = sorted((full.path / name).glob("part-*.parquet"))
         assert [p.name for p in parts] == [f"part-{k:05d}.parquet" for k in range(4)]
@@ -384,13 +391,34 @@ def test_token_class_ess_by_hand():
 def test_around_token_class_by_hand():
     around = around_token_class(HAND, "sentence_end", offsets=[-1, 0, 1], n_boot=10)
     # per split, mean over heads; text 0: split 1 -> 2.5, split 2 (".") -> 3.5, split 3 -> 3
-    at = around[around["anchor"] == "sentence_end"].set_index("offset")["mean"]
-    np.testing.assert_allclose(at.loc[[-1, 0, 1]], [2.5, 3.5, 3.0])
-    other = around[around["anchor"] == "other tokens"].set_index("offset")
-    # other tokens: text 0 splits 1 and 3; text 1 splits 1 ("\n") and 2 -> per-split 3.5, 4.5
-    # offset 0: text 0 (2.5 + 3) / 2 = 2.75, text 1 (3.5 + 4.5) / 2 = 4 -> 3.375
-    assert other.loc[0, "mean"] == pytest.approx((2.75 + 4.0) / 2)
-    assert other.loc[0, "n_anchors"] == 4
+    at = around[around["anchor"] == "sentence_end"].set_index("offset")
+    np.testing.assert_allclose(at.loc[[-1, 0, 1], "mean"], [2.5, 3.5, 3.0])
+    assert at["n_anchors"].iloc[0] == 1 and at["n_texts"].iloc[0] == 1
+    # the other tokens all sit at an edge of their text: no full window, no anchor
+    other = around[around["anchor"] == "other tokens"]
+    assert (other["n_anchors"] == 0).all() and other["mean"].isna().all()
+
+
+LINE = _frame(
+    [
+        (0, 0, 0, i, "." if i == 4 else f" w{i}", v, i)
+        for i, v in enumerate([1, 2, 3, 2, 5, 6, 7], 1)
+    ]
+)
+
+
+def test_dip_at_token_class_by_hand():
+    dip = dip_at_token_class(LINE, "sentence_end", half_width=1, n_boot=10).set_index("anchor")
+    # split 4 ("."): 2 / mean(3, 5) = 0.5
+    assert dip.loc["sentence_end", "ratio"] == pytest.approx(0.5)
+    assert dip.loc["sentence_end", "below"] == 1.0
+    # other tokens with both neighbours: splits 2, 3, 5, 6 -> 2/2, 3/2, 5/4, 6/6
+    assert dip.loc["other tokens", "ratio"] == pytest.approx((1 + 1.5 + 1.25 + 1) / 4)
+    assert dip.loc["other tokens", "n_anchors"] == 4 and dip.loc["other tokens", "below"] == 0
+    around = around_token_class(LINE, "sentence_end", offsets=[-1, 0, 1], n_boot=10)
+    other = around[around["anchor"] == "other tokens"].set_index("offset")["mean"]
+    # windows of splits 2, 3, 5, 6 at offset -1: 1, 2, 2, 5
+    assert other.loc[-1] == pytest.approx((1 + 2 + 2 + 5) / 4)
 
 
 def test_head_distributions_and_texts_by_hand():

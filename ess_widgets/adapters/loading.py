@@ -37,11 +37,13 @@ import torch
 from torch import nn
 
 from ..models import MQARModel, load_model_file, mqar_model_names
+from ..models.paper import task_model_names
 from .architectures import check_supported
 from .builtin_cache import load_gguf_cached
 from .handle import ModelHandle
 from .interface import OperatorHandle
 from .mqar import MQARHandle
+from .task_models import TaskModelHandle, is_task_model_name, load_task_handle
 
 __all__ = ["load", "builtin_models", "load_mqar", "is_mqar_name"]
 
@@ -100,7 +102,8 @@ _BUILTINS: dict[str, _Builtin] = {
 def builtin_models() -> list[str]:
     """Names of the built-in models, for ``load(name)``.
 
-    ``smollm2-135m`` first, then the shipped MQAR models (``mqar_model_names()``).
+    ``smollm2-135m`` first, then the shipped MQAR models (``mqar_model_names()``), then
+    the selective-copying and compression models (``models.paper.task_model_names()``).
 
     Returns
     -------
@@ -111,7 +114,7 @@ def builtin_models() -> list[str]:
     >>> builtin_models()[0], "mqar-gla-dk8-kv8" in builtin_models()
     ('smollm2-135m', True)
     """
-    return [*_BUILTINS, *mqar_model_names()]
+    return [*_BUILTINS, *mqar_model_names(), *task_model_names()]
 
 
 def _default_device(device) -> torch.device:
@@ -202,6 +205,8 @@ def is_mqar_name(name) -> bool:
 def _load_builtin(name: str, device: str, dtype, memory_budget, add_special_tokens):
     if is_mqar_name(name):
         return load_mqar(name, device=device, memory_budget=memory_budget)
+    if is_task_model_name(name):
+        return load_task_handle(name, device=device, memory_budget=memory_budget)
     model, tokenizer = _BUILTINS[name].loader(dtype, torch.device(device))
     return ModelHandle(
         model,
@@ -290,8 +295,9 @@ def load(
     if isinstance(model, (str, os.PathLike)):
         _check_name(os.fspath(model))
     plain = tokenizer is None and not kwargs and not trust_remote_code
-    if isinstance(model, str) and plain and (model in _BUILTINS or is_mqar_name(model)):
-        where = "cpu" if is_mqar_name(model) and device is None else _default_device(device)
+    small = isinstance(model, str) and (is_mqar_name(model) or is_task_model_name(model))
+    if isinstance(model, str) and plain and (model in _BUILTINS or small):
+        where = "cpu" if small and device is None else _default_device(device)
         return _load_builtin(model, str(where), dtype, memory_budget, bool(add_special_tokens))
     if isinstance(tokenizer, (str, os.PathLike)):
         from transformers import AutoTokenizer
@@ -319,6 +325,11 @@ def load(
             mqar_model, record = load_model_file(Path(name).expanduser())
             if device is not None:
                 mqar_model = mqar_model.to(device)
+            training = record.get("training", {})
+            if training.get("task") in ("selective_copying", "compression"):
+                return TaskModelHandle(
+                    mqar_model, name=Path(name).stem, record=training, memory_budget=memory_budget
+                )
             return MQARHandle(
                 mqar_model, name=Path(name).stem, record=record, memory_budget=memory_budget
             )

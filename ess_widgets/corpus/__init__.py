@@ -20,6 +20,7 @@ from .storage import read_failures, read_sweep, read_texts, sweep_settings
 from .summaries import (
     TOKEN_CLASSES,
     around_token_class,
+    dip_at_token_class,
     head_distributions,
     head_means,
     head_texts,
@@ -38,6 +39,7 @@ __all__ = [
     "head_means",
     "token_class_ess",
     "around_token_class",
+    "dip_at_token_class",
     "head_distributions",
     "head_texts",
     "token_classes",

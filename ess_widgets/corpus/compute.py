@@ -8,6 +8,8 @@ longer than the model's context or the memory budget, ...) becomes a row of the
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -50,8 +52,8 @@ except ImportError:  # pragma: no cover - depends on the merge order
 def select_splits(table: pd.DataFrame, splits, L: int) -> pd.DataFrame:
     """The rows of an ESS table at the requested splits (all rows for ``splits=None``).
 
-    Until ``ess_table(splits=...)`` lands, a sweep computes every split and keeps
-    these rows: exactly the numbers the full table holds at those splits.
+    For handles whose ``ess_table`` has no ``splits`` argument: every split is
+    computed and these rows are kept (the numbers the full table holds there).
     """
     if splits is None:
         return table
@@ -91,6 +93,20 @@ def text_table(table: pd.DataFrame, text_id: int, token_ids) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
+def _ess_table(handle, item, settings: dict) -> pd.DataFrame:
+    """``handle.ess_table`` of one text at the sweep's splits."""
+    options = {
+        "layers": settings["layers"],
+        "tol": settings["tol"],
+        "relative": settings["relative"],
+        "progress": False,
+    }
+    if "splits" in inspect.signature(handle.ess_table).parameters:
+        return handle.ess_table(item, splits=settings["splits"], **options)
+    table = handle.ess_table(item, **options)
+    return select_splits(table, settings["splits"], len(table.attrs["token_ids"]))
+
+
 def compute_shard(handle, shard: Shard, settings: dict, *, on_text=None) -> dict[str, pa.Table]:
     """The ``ess``, ``texts`` and ``failures`` tables of one shard.
 
@@ -113,15 +129,8 @@ def compute_shard(handle, shard: Shard, settings: dict, *, on_text=None) -> dict
         is_text = isinstance(item, str)
         row = {"text_id": text_id, "shard": shard.index, "text": item if is_text else None}
         try:
-            table = handle.ess_table(
-                item if is_text else list(item),
-                layers=settings["layers"],
-                tol=settings["tol"],
-                relative=settings["relative"],
-                progress=False,
-            )
+            table = _ess_table(handle, item if is_text else list(item), settings)
             token_ids = table.attrs["token_ids"]
-            table = select_splits(table, settings["splits"], len(token_ids))
             ess_parts.append(text_table(table, text_id, token_ids))
             row.update(token_ids=list(token_ids), n_tokens=len(token_ids), status="ok")
         except Exception as err:  # recorded, and the sweep goes on (see module docstring)

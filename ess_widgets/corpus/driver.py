@@ -257,8 +257,7 @@ def sweep(
         Splits to keep per text: None for all ``1 .. L-1``, an int ``k`` for every
         k-th split (the last split always included), or split indices (those
         beyond a text's ``L - 1`` are an error for that text, recorded as a
-        failure). Until ``ess_table`` computes only the requested splits, every
-        split is computed and the requested rows are kept (the same numbers).
+        failure). Only those splits are computed (``ess_table(splits=...)``).
     out : str or os.PathLike, default "ess.parquet"
         The dataset folder (see ``ess_widgets.corpus.storage``). A path holding
         anything but a sweep is refused.

@@ -19,7 +19,8 @@ import warnings
 __all__ = ["DOCSTRING_MODULES", "python_docstrings"]
 
 # Pure-Python standard-library modules with prose docstrings, importable everywhere
-# (no GUI, no platform-only modules).
+# (no GUI, no platform-only modules). Not pdb: IPython kernels replace its debugger
+# class, so a notebook would see other texts than a script.
 DOCSTRING_MODULES = (
     "argparse",
     "ast",
@@ -65,7 +66,6 @@ DOCSTRING_MODULES = (
     "optparse",
     "os",
     "pathlib",
-    "pdb",
     "pickle",
     "pkgutil",
     "platform",

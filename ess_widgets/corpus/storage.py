@@ -15,11 +15,11 @@ an interruption loses at most the shard in flight.
 
 Tables (Arrow types):
 
-``ess``: ``text_id`` int64, then the columns of ``ModelHandle.ess_table`` (``layer``
-int32, ``kind`` string, ``channel`` int32, ``split`` int32, ``token`` string,
-``tolerance_ess`` int32, ``entropy_ess`` float64, ``bound`` int32, ``tss`` int64),
-with ``token_id`` int64 (the id of ``token``, the token read just before the split)
-after ``token``.
+``ess``: ``text_id`` int64, then the columns of ``ess_table`` (``layer`` int32,
+``mixer`` string, ``kind`` string, ``channel`` int32, ``split`` int32, ``token``
+string, ``tolerance_ess`` int32, ``entropy_ess`` float64, ``bound`` int32, ``tss``
+int64), with ``token_id`` int64 (the id of ``token``, the token read just before
+the split) after ``token``.
 
 ``texts``: ``text_id`` int64, ``shard`` int32, ``text`` string (null for token-id
 input), ``token_ids`` list<int64> (null when the text failed), ``n_tokens`` int32,

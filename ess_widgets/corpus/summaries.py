@@ -19,6 +19,7 @@ the paper reports ESS dips ("state modulation").
 
 from __future__ import annotations
 
+import itertools
 import re
 import warnings
 from collections.abc import Callable
@@ -43,6 +44,7 @@ __all__ = [
     "head_texts",
     "token_class_ess",
     "around_token_class",
+    "dip_at_token_class",
     "bootstrap_means",
 ]
 
@@ -398,6 +400,46 @@ def _paired_bootstrap(at: np.ndarray, rest: np.ndarray, *, n_boot, ci, seed) -> 
     }
 
 
+def _split_series(frame: pd.DataFrame, value: str, classes):
+    """Per text: the splits, their value averaged over the rows' layers and heads, and masks.
+
+    Returns ``{text_id: (splits, values)}`` and ``{anchor: {text_id: mask}}`` with one
+    mask per class and ``"other tokens"`` (in none of the classes).
+    """
+    predicates = token_classes(classes)
+    data = frame[["text_id", "split"]].copy()
+    data["_v"] = values(frame, value)
+    series = data.groupby(["text_id", "split"], observed=True)["_v"].mean()
+    first = frame.drop_duplicates(["text_id", "split"]).set_index(["text_id", "split"])["token"]
+    token_frame = pd.DataFrame({"token": first.reindex(series.index).astype(str).to_numpy()})
+    masks = {name: _class_mask(token_frame, p) for name, p in predicates.items()}
+    masks["other tokens"] = ~np.logical_or.reduce(list(masks.values()))
+    text_ids = series.index.get_level_values("text_id").to_numpy()
+    splits = series.index.get_level_values("split").to_numpy()
+    v = series.to_numpy()
+    bounds = np.flatnonzero(np.r_[True, text_ids[1:] != text_ids[:-1], True])
+    per_text = {}
+    per_mask: dict = {name: {} for name in masks}
+    for a, b in itertools.pairwise(bounds.tolist()):
+        text = int(text_ids[a])
+        per_text[text] = (splits[a:b], v[a:b])
+        for name, mask in masks.items():
+            per_mask[name][text] = mask[a:b]
+    return per_text, per_mask
+
+
+def _windows(split_values, anchors, offsets):
+    """Values at ``anchor + offset`` for anchors whose whole window the text has: (n, k)."""
+    splits, v = split_values
+    lookup = dict(zip(splits.tolist(), v.tolist()))
+    rows = [
+        [lookup[a + o] for o in offsets]
+        for a in anchors.tolist()
+        if all(a + o in lookup for o in offsets)
+    ]
+    return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(offsets))
+
+
 def around_token_class(
     frame: pd.DataFrame,
     classes="delimiter",
@@ -411,8 +453,10 @@ def around_token_class(
     """Mean ESS at splits around tokens of a class, with the other tokens as control.
 
     Each split is first averaged over the layers and heads in ``frame`` (filter it
-    to look at one layer). An anchor is a split whose token is in the class; its
-    window holds the splits ``anchor + offset`` that the text has. Per text and
+    to look at one layer). An anchor is a split whose token is in the class; only
+    anchors whose whole window (``anchor + offset`` for every offset) lies inside
+    the text count, so that every offset averages the same anchors and the edges of
+    a text (where the bound ``min(i, L-i)`` is small) do not enter. Per text and
     offset the windows are averaged, then texts are averaged and bootstrapped. The
     control (``"other tokens"``) does the same with every split whose token is in
     none of the classes. Offsets need consecutive splits: sweep with ``splits=None``.
@@ -428,33 +472,19 @@ def around_token_class(
     offsets = np.asarray(list(offsets), dtype=np.int64)
     if offsets.size == 0:
         raise ValueError("`offsets` is empty: pass e.g. range(-5, 6).")
-    predicates = token_classes(classes)
-    data = frame[["text_id", "split"]].copy()
-    data["_v"] = values(frame, value)
-    series = data.groupby(["text_id", "split"], observed=True)["_v"].mean()
-    first = frame.drop_duplicates(["text_id", "split"]).set_index(["text_id", "split"])["token"]
-    tokens = first.reindex(series.index)
-    token_frame = pd.DataFrame({"token": tokens.astype(str).to_numpy()})
-    masks = {name: _class_mask(token_frame, p) for name, p in predicates.items()}
-    masks["other tokens"] = ~np.logical_or.reduce(list(masks.values()))
-    text_ids = series.index.get_level_values("text_id").to_numpy()
-    splits = series.index.get_level_values("split").to_numpy()
-    v = series.to_numpy()
-    texts = np.unique(text_ids)
+    per_text, per_mask = _split_series(frame, value, classes)
+    texts = list(per_text)
     rows = []
-    for name, mask in masks.items():
-        per_text = np.full((len(offsets), len(texts)), np.nan)
+    for name, masks in per_mask.items():
+        means = np.full((len(offsets), len(texts)), np.nan)
         n_anchors = 0
         for t, text in enumerate(texts):
-            sel = text_ids == text
-            lookup = dict(zip(splits[sel].tolist(), v[sel].tolist()))
-            anchors = splits[sel][mask[sel]]
-            n_anchors += len(anchors)
-            for o, off in enumerate(offsets):
-                got = [lookup[a + off] for a in anchors.tolist() if a + off in lookup]
-                if got:
-                    per_text[o, t] = np.mean(got)
-        mean, low, high = bootstrap_means(per_text, n_boot=n_boot, ci=ci, seed=seed)
+            splits, _ = per_text[text]
+            w = _windows(per_text[text], splits[masks[text]], offsets)
+            n_anchors += len(w)
+            if len(w):
+                means[:, t] = w.mean(axis=0)
+        mean, low, high = bootstrap_means(means, n_boot=n_boot, ci=ci, seed=seed)
         for o, off in enumerate(offsets):
             rows.append(
                 {
@@ -463,10 +493,75 @@ def around_token_class(
                     "mean": mean[o],
                     "ci_low": low[o],
                     "ci_high": high[o],
-                    "n_texts": int((~np.isnan(per_text[o])).sum()),
+                    "n_texts": int((~np.isnan(means[o])).sum()),
                     "n_anchors": n_anchors,
                 }
             )
     out = pd.DataFrame(rows)
     out.attrs.update(value=value, ci=ci, n_boot=n_boot, seed=seed)
+    return out
+
+
+def dip_at_token_class(
+    frame: pd.DataFrame,
+    classes="delimiter",
+    value: str = "entropy_ess",
+    *,
+    half_width: int = 5,
+    n_boot: int = 1000,
+    ci: float = 0.95,
+    seed=0,
+) -> pd.DataFrame:
+    """ESS right after a class token over the mean of its neighbours, against other tokens.
+
+    The position-matched measure of state modulation: for each anchor with a full
+    window of ``half_width`` splits on each side, the ratio of its value to the
+    mean of its ``2 * half_width`` neighbours (a value below 1 means less state
+    than around it). Ratios are averaged per text, then over texts, with a
+    bootstrap interval; ``"other tokens"`` gives the same ratio at ordinary tokens,
+    which carry the slow trend of the bound ``min(i, L-i)`` (ESS is first averaged
+    over the layers and heads in ``frame``, as in ``around_token_class``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``anchor``, ``ratio`` (mean over texts of the per-text mean ratio),
+        ``ci_low``, ``ci_high``, ``below`` (fraction of anchors below their
+        neighbours), ``n_texts``, ``n_anchors``.
+    """
+    _check_frame(frame)
+    _check_ci(ci, n_boot)
+    if isinstance(half_width, bool) or not isinstance(half_width, int) or half_width < 1:
+        raise ValueError(f"`half_width` must be an int >= 1, got {half_width!r}.")
+    offsets = np.arange(-half_width, half_width + 1)
+    centre = half_width
+    per_text, per_mask = _split_series(frame, value, classes)
+    texts = list(per_text)
+    rows = []
+    for name, masks in per_mask.items():
+        ratios = np.full(len(texts), np.nan)
+        below, n_anchors = 0, 0
+        for t, text in enumerate(texts):
+            splits, _ = per_text[text]
+            w = _windows(per_text[text], splits[masks[text]], offsets)
+            if not len(w):
+                continue
+            r = w[:, centre] / np.delete(w, centre, axis=1).mean(axis=1)
+            ratios[t] = r.mean()
+            below += int((r < 1).sum())
+            n_anchors += len(r)
+        mean, low, high = bootstrap_means(ratios[None, :], n_boot=n_boot, ci=ci, seed=seed)
+        rows.append(
+            {
+                "anchor": name,
+                "ratio": mean[0],
+                "ci_low": low[0],
+                "ci_high": high[0],
+                "below": below / n_anchors if n_anchors else np.nan,
+                "n_texts": int((~np.isnan(ratios)).sum()),
+                "n_anchors": n_anchors,
+            }
+        )
+    out = pd.DataFrame(rows)
+    out.attrs.update(value=value, ci=ci, n_boot=n_boot, seed=seed, half_width=half_width)
     return out

@@ -8,13 +8,20 @@
   (safetensors in the package, offline).
 - ``experiment``: accuracy, ESS per layer, TSS and per-kv ratios; the shipped
   results are ``mqar_results.csv`` and ``mqar_correlations.csv`` (``results_path``).
+- ``training``: the training loop and its options (task, transition regularizer,
+  S6-/GLA-style initialization, distillation): ``TrainConfig``, ``train``.
+- ``paper``: the results of the paper's other experiments (``paper_path``) and the
+  shipped selective-copying and compression models (``task_model_names()``,
+  ``load_task_model(name)``).
 """
 
 from pathlib import Path
 
 from .experiment import ess_curve, layer_ess, measure_model
 from .model import MQARConfig, MQARModel, load_model_file, save_model
+from .paper import load_task_model, paper_path, task_model_names
 from .registry import load_mqar_model, model_name, mqar_model_names
+from .training import TrainConfig, train
 
 __all__ = [
     "MQARModel",
@@ -28,6 +35,11 @@ __all__ = [
     "save_model",
     "load_model_file",
     "results_path",
+    "TrainConfig",
+    "train",
+    "paper_path",
+    "task_model_names",
+    "load_task_model",
 ]
 
 

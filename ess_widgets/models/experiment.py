@@ -24,7 +24,7 @@ from ..core import entropy_ess, ess_bound, tolerance_ess
 from ..tasks import mqar
 from .model import MQARModel
 
-__all__ = ["TOL", "accuracy", "layer_ess", "measure_model", "ess_curve"]
+__all__ = ["TOL", "accuracy", "layer_ess", "measure_model", "measure_batch", "ess_curve"]
 
 TOL = 1e-2
 SATURATION = 0.8
@@ -98,6 +98,19 @@ def measure_model(
         vocab_size=vocab_size,
         seed=seed,
     )
+    return measure_batch(model, batch, num_items=num_pairs, ess_sequences=ess_sequences, tol=tol)
+
+
+def measure_batch(
+    model: MQARModel, batch, *, num_items: int, ess_sequences: int = ESS_SEQUENCES, tol: float = TOL
+) -> dict:
+    """``measure_model`` on a given batch of any task (``ess_widgets.tasks``).
+
+    Accuracy over the positions with a target (``batch.query_mask``), ESS on the
+    first ``ess_sequences`` sequences; ``*_per_kv`` columns divide by ``num_items``
+    (MQAR's pairs, or the tokens to copy / compress).
+    """
+    num_pairs = num_items
     row = {"accuracy": accuracy(model, batch)}
     layers = layer_ess(model, batch.inputs[:ess_sequences], tol)
     ratios = []

@@ -38,29 +38,9 @@ from ._common import (
 )
 from .base import CausalOperator
 
-__all__ = ["gated_delta_rule", "gated_delta_rule_ref", "delta_transition"]
+__all__ = ["gated_delta_rule", "gated_delta_rule_ref"]
 
 BETA_MAX = 2.0  # OLMo Hybrid: beta = 2 sigmoid(.), eigenvalue 1 - beta of A_t down to -1
-
-
-def delta_transition(decay: torch.Tensor, beta: torch.Tensor, k: torch.Tensor):
-    """The transitions ``A_t = (I - beta_t k_t k_t^T) diag(decay_t)`` for the core.
-
-    Parameters
-    ----------
-    decay : torch.Tensor, shape (..., L) or (..., L, N)
-        Per-step decay, scalar (Gated DeltaNet) or per key channel (KDA).
-    beta : torch.Tensor, shape (..., L)
-    k : torch.Tensor, shape (..., L, N)
-
-    Returns
-    -------
-    ess_widgets.core.DeltaTransition
-        Accepted as ``a`` by ``recurrence_spectra``, which applies ``A_t`` in its
-        diagonal-plus-rank-one form and never forms the ``N x N`` matrices;
-        ``.dense()`` is ``(..., L, N, N)`` (for references).
-    """
-    return DeltaTransition(decay, beta, k)
 
 
 def _check(q, k, beta, decay, scale):
@@ -166,7 +146,8 @@ def gated_delta_rule(q, k, beta, decay, *, scale=None) -> CausalOperator:
     b = (beta[..., None] * k).expand(shape)
     c = (scale * q).expand(shape)
     decay_shape = shape if per_channel else shape[:-1]
-    a = delta_transition(decay.expand(decay_shape), beta.expand(shape[:-1]), k.expand(shape))
+    # applied in its diagonal-plus-rank-one form by the core, never as (L, N, N)
+    a = DeltaTransition(decay.expand(decay_shape), beta.expand(shape[:-1]), k.expand(shape))
 
     def dense() -> torch.Tensor:
         return _impulse_dense(q, k, beta, decay, scale)
