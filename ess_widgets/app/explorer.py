@@ -444,7 +444,10 @@ class Explorer(widgets.VBox):
                 return
             if trait in ("split", "head", "mixer") and self._data is None:
                 return
-            self._set_from_control(trait, change["new"])
+            value = change["new"]
+            if change["owner"] is self._tol_slider:  # 10**-2.0000001 reads as 0.01
+                value = float(f"{value:.4g}")
+            self._set_from_control(trait, value)
 
     def _set_from_control(self, trait: str, value) -> None:
         try:
