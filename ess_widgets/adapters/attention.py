@@ -17,7 +17,7 @@ import torch
 from ..operators.attention import attention_operator
 from ..operators.base import CausalOperator
 from .architectures import MixerLayer, register_adapter, register_family
-from .base import Footprint, MixerAdapter
+from .base import Footprint, MixerAdapter, hooks_held
 
 __all__ = ["AttentionAdapter"]
 
@@ -59,12 +59,9 @@ class AttentionAdapter(MixerAdapter):
 
             return hook
 
-        handles = [layer.module.register_forward_hook(hook_for(layer)) for layer in layers]
-        try:
+        handles = (layer.module.register_forward_hook(hook_for(layer)) for layer in layers)
+        with hooks_held(handles, store):
             yield store
-        finally:
-            for handle in handles:
-                handle.remove()
 
     def operator(self, record, layer: MixerLayer, index=None) -> CausalOperator:
         weights = record["weights"] if index is None else record["weights"][index]

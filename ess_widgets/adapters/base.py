@@ -24,12 +24,13 @@ a dense path) feeds the cost estimates (``estimate``).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..operators.base import CausalOperator
 from .architectures import MixerLayer
 
-__all__ = ["Footprint", "MixerAdapter", "GiB", "format_bytes"]
+__all__ = ["Footprint", "MixerAdapter", "GiB", "format_bytes", "hooks_held"]
 
 GiB = 2**30
 
@@ -108,3 +109,20 @@ class MixerAdapter:
     def footprint(self, layer: MixerLayer, config, L: int) -> Footprint:
         """Estimated memory for the layer at sequence length ``L``."""
         raise NotImplementedError
+
+
+@contextlib.contextmanager
+def hooks_held(handles: Iterable, store: dict):
+    """Yield ``store`` while the hooks are registered; remove every one afterwards.
+
+    ``handles`` may be a generator that registers the hooks as it goes: those
+    registered before a failure are still removed.
+    """
+    held = []
+    try:
+        for handle in handles:
+            held.append(handle)
+        yield store
+    finally:
+        for handle in held:
+            handle.remove()

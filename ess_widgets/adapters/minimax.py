@@ -32,7 +32,7 @@ from ..operators.base import CausalOperator
 from ..operators.linear_attention import linear_attention_ref, weighted_linear_attention
 from ._recompute import check_recomputed
 from .architectures import MixerLayer, register_adapter, register_family
-from .base import Footprint, MixerAdapter
+from .base import Footprint, MixerAdapter, hooks_held
 
 __all__ = ["LightningAdapter"]
 
@@ -92,16 +92,14 @@ class LightningAdapter(MixerAdapter):
 
             return projections, result
 
-        handles = []
-        try:
+        def handles():
             for layer in layers:
                 projections, result = hooks_for(layer)
-                handles.append(layer.module.qkv_proj.register_forward_hook(projections))
-                handles.append(layer.module.norm.register_forward_pre_hook(result))
+                yield layer.module.qkv_proj.register_forward_hook(projections)
+                yield layer.module.norm.register_forward_pre_hook(result)
+
+        with hooks_held(handles(), store):
             yield store
-        finally:
-            for handle in handles:
-                handle.remove()
 
     def operator(self, record, layer: MixerLayer, index=None) -> CausalOperator:
         q, k, decay = record["q"], record["k"], record["decay"]

@@ -35,7 +35,7 @@ from ..operators.base import CausalOperator
 from ..operators.mlstm import mlstm, mlstm_ref
 from ._recompute import check_recomputed
 from .architectures import MixerLayer, register_adapter, register_family
-from .base import Footprint, MixerAdapter
+from .base import Footprint, MixerAdapter, hooks_held
 
 __all__ = ["MLSTMAdapter"]
 
@@ -106,15 +106,12 @@ class MLSTMAdapter(MixerAdapter):
 
             return hook
 
-        handles = [
+        handles = (
             layer.module.register_forward_hook(hook_for(layer), with_kwargs=True)
             for layer in layers
-        ]
-        try:
+        )
+        with hooks_held(handles, store):
             yield store
-        finally:
-            for handle in handles:
-                handle.remove()
 
     def operator(self, record, layer: MixerLayer, index=None) -> CausalOperator:
         f64 = torch.float64

@@ -30,7 +30,7 @@ from ..operators.base import CausalOperator
 from ..operators.rglru import rg_lru, rg_lru_ref
 from ._recompute import check_recomputed
 from .architectures import MixerLayer, register_adapter, register_family
-from .base import Footprint, MixerAdapter
+from .base import Footprint, MixerAdapter, hooks_held
 
 __all__ = ["RGLRUAdapter"]
 
@@ -95,15 +95,12 @@ class RGLRUAdapter(MixerAdapter):
 
             return hook
 
-        handles = [
+        handles = (
             layer.module.register_forward_hook(hook_for(layer), with_kwargs=True)
             for layer in layers
-        ]
-        try:
+        )
+        with hooks_held(handles, store):
             yield store
-        finally:
-            for handle in handles:
-                handle.remove()
 
     def operator(self, record, layer: MixerLayer, index=None) -> CausalOperator:
         log_a, input_gate = record["log_a"], record["input_gate"]

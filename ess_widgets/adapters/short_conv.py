@@ -30,7 +30,7 @@ from ..operators.base import CausalOperator
 from ..operators.short_convolution import gated_short_convolution
 from ._recompute import check_recomputed
 from .architectures import MixerLayer, register_adapter, register_family
-from .base import Footprint, MixerAdapter
+from .base import Footprint, MixerAdapter, hooks_held
 
 __all__ = ["ShortConvAdapter"]
 
@@ -102,16 +102,14 @@ class ShortConvAdapter(MixerAdapter):
 
             return projections, result
 
-        handles = []
-        try:
+        def handles():
             for layer in layers:
                 projections, result = hooks_for(layer)
-                handles.append(layer.module.in_proj.register_forward_hook(projections))
-                handles.append(layer.module.out_proj.register_forward_pre_hook(result))
+                yield layer.module.in_proj.register_forward_hook(projections)
+                yield layer.module.out_proj.register_forward_pre_hook(result)
+
+        with hooks_held(handles(), store):
             yield store
-        finally:
-            for handle in handles:
-                handle.remove()
 
     def operator(self, record, layer: MixerLayer, index=None) -> CausalOperator:
         h, B, C = record["h"], record["B"], record["C"]
