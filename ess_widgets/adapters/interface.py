@@ -31,11 +31,12 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..core import DEFAULT_TOL
+from ..core import DEFAULT_TOL, normalize_splits
+from ..core._validation import check_flag
 from ..operators.base import CausalOperator
 from . import estimate as _estimate
 from .base import Footprint
-from .layer_operators import LayerOperators, check_relative, check_splits
+from .layer_operators import LayerOperators
 from .memory import check_budget, require
 from .table import join_layers, layer_frame, token_dtype
 from .tokens import Encoded, encode, token_strings
@@ -383,7 +384,7 @@ class OperatorHandle:
         return self._estimate(specs, L, splits, self._budget(memory_budget))
 
     def _estimate(self, specs, L, splits, budget) -> dict:
-        split_list = check_splits(splits, L)
+        split_list = normalize_splits(splits, L)
         per = {
             s.key: _estimate.seconds(L, split_list, s.num_channels, s.state_size, s.transition)
             for s in specs
@@ -470,7 +471,7 @@ class OperatorHandle:
         spec = self.spec(layer, mixer)
         enc = self.encode(inputs)
         L = len(enc)
-        split_list = check_splits(splits, L)
+        split_list = normalize_splits(splits, L)
         self._check_memory([spec], L, budget)
         self._check_time(
             self._estimate([spec], L, split_list, budget),
@@ -563,13 +564,13 @@ class OperatorHandle:
 
         >>> table.groupby(["layer", "mixer"])["entropy_ess"].mean()  # doctest: +SKIP
         """
-        relative = check_relative(relative)
+        relative = check_flag(relative, "relative")
         budget = self._budget(memory_budget)
         max_seconds = _check_max_seconds(max_seconds)
         specs = self.specs(layers)
         enc = self.encode(inputs)
         L = len(enc)
-        split_list = check_splits(splits, L)
+        split_list = normalize_splits(splits, L)
         self._check_memory(specs, L, budget)
         est = self._estimate(specs, L, split_list, budget)
         self._check_time(est, max_seconds, "ess_table")

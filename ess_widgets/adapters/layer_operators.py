@@ -10,46 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from ..core import entropy_ess, ess_bound, normalize_splits, tolerance_ess
+from ..core._validation import check_flag
 from ..operators.base import CausalOperator
 from .memory import require
 
-__all__ = ["LayerOperators", "check_splits", "check_relative"]
-
-
-def check_relative(relative) -> bool:
-    """``relative`` as a bool; a TypeError for anything else (``"no"`` is not False)."""
-    if isinstance(relative, (bool, np.bool_)):
-        return bool(relative)
-    raise TypeError(f"`relative` must be True or False, got {relative!r}.")
-
-
-def check_splits(splits, L: int) -> list[int]:
-    """The requested splits as a list of ints in ``1 .. L-1`` (``None``: every split).
-
-    The core's ``normalize_splits``: a sequence of ints (in the order given), a
-    range or a slice of ``1 .. L-1``, or an int stride ``k >= 1`` (splits ``1,
-    1 + k, 1 + 2k, ...``, always with ``L - 1``).
-
-    Raises
-    ------
-    ValueError
-        A split out of range, a stride < 1, an empty list, a non-integer split: the
-        message names ``splits``.
-
-    Examples
-    --------
-    >>> check_splits(4, 10)
-    [1, 5, 9]
-    >>> check_splits(range(2, 6), 10)
-    [2, 3, 4, 5]
-    """
-    if splits is None:
-        return list(range(1, L))
-    return list(normalize_splits(splits, L))
+__all__ = ["LayerOperators"]
 
 
 def _channel_index(channels, C: int) -> torch.Tensor:
@@ -208,7 +176,7 @@ class LayerOperators:
             row ``i - 1`` is split ``i``), descending, zero padded; ``K = L // 2`` for
             attention, ``min(d_state, L // 2)`` for SSMs.
         """
-        chosen = self.splits if splits is None else check_splits(splits, self.length)
+        chosen = self.splits if splits is None else normalize_splits(splits, self.length)
         every = chosen is None or chosen == list(range(1, self.length))
         key = (
             "spectra",
@@ -239,7 +207,7 @@ class LayerOperators:
         self, tol: float, *, relative: bool = False, channels=None, splits=None
     ) -> torch.Tensor:
         """Tolerance-ESS per operator and split, int64 ``(C, S)``."""
-        relative = check_relative(relative)
+        relative = check_flag(relative, "relative")
         return tolerance_ess(self.spectra(channels, splits=splits), tol, relative=relative)
 
     def entropy_ess(self, channels=None, *, splits=None) -> torch.Tensor:

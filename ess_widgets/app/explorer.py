@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import html
-import math
 import numbers
 import os
 import pathlib
@@ -40,6 +39,7 @@ import traitlets
 from .. import views
 from ..adapters import DEFAULT_TEXT, OperatorHandle, builtin_models
 from ..core import DEFAULT_TOL, entropy_ess
+from ..core._validation import check_flag, check_tol
 from ..views._format import tolerance_label, visible_text
 from . import dashboard
 from .dashboard import MEAN, LayerData, OverviewLayer, ViewState
@@ -96,23 +96,6 @@ def _check_int(value, name: str, *, allow_none: bool = False) -> int | None:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"`{name}` must be an int, got {type(value).__name__} ({value!r}).")
     return int(value)
-
-
-def _check_tol(tol) -> float:
-    if isinstance(tol, (bool, np.bool_)) or not isinstance(tol, numbers.Real):
-        raise TypeError(
-            f"`tol` must be a number >= 0 (e.g. tol=1e-3), got {type(tol).__name__} ({tol!r})."
-        )
-    value = float(tol)
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"`tol` must be a finite number >= 0 (e.g. tol=1e-3), got {tol!r}.")
-    return value
-
-
-def _check_bool(value, name: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"`{name}` must be True or False, got {type(value).__name__} ({value!r}).")
-    return bool(value)
 
 
 class _TraitValueError(traitlets.TraitError, ValueError):
@@ -212,8 +195,8 @@ class Explorer(widgets.VBox):
         layer = _check_int(layer, "layer")
         head = _check_int(head, "head")
         split = _check_int(split, "split", allow_none=True)
-        tol = _check_tol(tol)
-        relative = _check_bool(relative, "relative")
+        tol = check_tol(tol)
+        relative = check_flag(relative, "relative")
         if mixer is not None and not isinstance(mixer, str):
             raise TypeError(f"`mixer` must be a str or None, got {type(mixer).__name__}.")
         max_tokens = _check_int(max_tokens, "max_tokens")
@@ -489,7 +472,7 @@ class Explorer(widgets.VBox):
     @traitlets.validate("tol")
     def _check_tol_trait(self, proposal):
         try:
-            return _check_tol(proposal["value"])
+            return check_tol(proposal["value"])
         except (TypeError, ValueError) as err:
             raise _TraitValueError(str(err)) from None
 
