@@ -6,6 +6,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import dataclasses
 import importlib.util
+import threading
 import time
 
 import pytest
@@ -189,6 +190,52 @@ def test_unsupported_architecture_names_the_supported_families(config, tmp_path)
     model.save_pretrained(tmp_path)
     with pytest.raises(ValueError, match=pattern):  # from a folder: before reading weights
         adapters.load(str(tmp_path))
+
+
+def test_loads_from_two_threads_run_one_at_a_time(tmp_path, monkeypatch):
+    # from_pretrained swaps process-wide state while it runs (PreTrainedModel.tie_weights,
+    # the default dtype): two at once, say an Explorer's worker and the kernel, restore each
+    # other's swaps wrongly, and every later model loads untied with empty (meta) weights.
+    tiny_gpt2().save_pretrained(tmp_path)
+    char_tokenizer().save_pretrained(tmp_path)
+    original = tf.AutoModelForCausalLM.from_pretrained.__func__
+    tie_weights = tf.PreTrainedModel.tie_weights
+    guard, inside, most = threading.Lock(), [0], [0]
+
+    def slow_from_pretrained(cls, *args, **kwargs):
+        with guard:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        try:
+            time.sleep(0.3)  # long enough for the other thread to arrive
+            return original(cls, *args, **kwargs)
+        finally:
+            with guard:
+                inside[0] -= 1
+
+    monkeypatch.setattr(
+        tf.AutoModelForCausalLM, "from_pretrained", classmethod(slow_from_pretrained)
+    )
+    handles, errors = [None, None], []
+
+    def load(k):
+        try:
+            handles[k] = adapters.load(str(tmp_path), device="cpu")
+        except Exception as err:  # reported below, not lost in the thread
+            errors.append(err)
+
+    threads = [threading.Thread(target=load, args=(k,)) for k in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors and all(h is not None for h in handles)
+    assert most[0] == 1, "two from_pretrained calls ran at the same time"
+    assert tf.PreTrainedModel.tie_weights is tie_weights
+    for handle in handles:
+        model = handle.model
+        assert not any(p.is_meta for p in model.parameters())
+        assert model.lm_head.weight.data_ptr() == model.transformer.wte.weight.data_ptr()
 
 
 def test_supported_families():

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["cache_root", "cache_folder", "load_gguf_cached"]
+__all__ = ["LOAD_LOCK", "cache_root", "cache_folder", "load_gguf_cached"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,12 @@ _OFF = {"0", "off", "false", "no", "none"}
 FORMAT = 1  # bump when what is written changes
 MANIFEST = "manifest.json"
 WEIGHTS = "model.safetensors"
-_BUILD_LOCK = threading.Lock()  # one build at a time per process (the reader patch is global)
+# transformers' from_pretrained swaps process-wide state while it runs (the default dtype,
+# PreTrainedModel.tie_weights, torch.linspace), and so does the GGUF reader patch below: two
+# loads in two threads (an Explorer's worker and the kernel) restore each other's swaps
+# wrongly, and every later model loads with untied, empty (meta) weights. Every load in this
+# package holds this lock.
+LOAD_LOCK = threading.RLock()
 
 
 def cache_root() -> Path | None:
@@ -246,7 +251,11 @@ def load_gguf_cached(name: str, gguf_path, *, dtype=torch.float32, **kwargs):
     one is rebuilt from the GGUF file (parsed once). When the cache folder cannot be
     written, the model still loads, from the GGUF file, with a warning.
     """
-    gguf_path = Path(gguf_path)
+    with LOAD_LOCK:
+        return _load_gguf_cached(name, Path(gguf_path), dtype, kwargs)
+
+
+def _load_gguf_cached(name: str, gguf_path: Path, dtype, kwargs):
     key = _source_key(gguf_path)
     folder = cache_folder(name)
     if folder is None:  # cache turned off
@@ -260,17 +269,16 @@ def load_gguf_cached(name: str, gguf_path, *, dtype=torch.float32, **kwargs):
             logger.warning("Cache of %s in %s unreadable (%s): rebuilding.", name, folder, err)
             state = "stale"
     logger.info("Building the cache of %s in %s (once; %s).", name, folder, state)
-    with _BUILD_LOCK:
-        model, tokenizer = _load_from_gguf(gguf_path, **kwargs)
-        try:
-            _write_cache(folder, key, model, tokenizer)
-        except OSError as err:
-            warnings.warn(
-                f"Could not write the cache of {name} to {folder} ({err}); the next load reads "
-                f"the GGUF file again. Set {CACHE_ENV} to a writable folder, or to 'off'.",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-            return model.to(dtype), tokenizer
+    model, tokenizer = _load_from_gguf(gguf_path, **kwargs)
+    try:
+        _write_cache(folder, key, model, tokenizer)
+    except OSError as err:
+        warnings.warn(
+            f"Could not write the cache of {name} to {folder} ({err}); the next load reads "
+            f"the GGUF file again. Set {CACHE_ENV} to a writable folder, or to 'off'.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        return model.to(dtype), tokenizer
     del model
     return _load_from_folder(folder, dtype, **kwargs)

@@ -39,7 +39,7 @@ from torch import nn
 from ..models import MQARModel, load_model_file, mqar_model_names
 from ..models.paper import task_model_names
 from .architectures import check_supported
-from .builtin_cache import load_gguf_cached
+from .builtin_cache import LOAD_LOCK, load_gguf_cached
 from .handle import ModelHandle
 from .interface import OperatorHandle
 from .mqar import MQARHandle
@@ -290,6 +290,32 @@ def load(
     >>> handle = ess_widgets.load("smollm2-135m")  # doctest: +SKIP
     >>> handle.ess_table("The capital of France is Paris.")  # doctest: +SKIP
     """
+    # One load at a time (see LOAD_LOCK); a second thread asking for the same built-in
+    # waits, then gets the first one's handle from the cache.
+    with LOAD_LOCK:
+        return _load_unlocked(
+            model,
+            tokenizer,
+            device=device,
+            dtype=dtype,
+            memory_budget=memory_budget,
+            trust_remote_code=trust_remote_code,
+            add_special_tokens=add_special_tokens,
+            **kwargs,
+        )
+
+
+def _load_unlocked(
+    model,
+    tokenizer,
+    *,
+    device,
+    dtype,
+    memory_budget,
+    trust_remote_code,
+    add_special_tokens,
+    **kwargs,
+):
     if isinstance(model, OperatorHandle):
         return model
     if isinstance(model, (str, os.PathLike)):
