@@ -1,0 +1,170 @@
+"""The GPU side of the Gram path, run without a GPU: the cost model's fit and cache, the
+calibration problems it times, and when CuPy's solver is used (a stand-in module).
+"""
+
+import importlib
+import sys
+import types
+
+import pytest
+import torch
+
+import ess_widgets.core._batched as batched
+
+# The module (ess_widgets.core.spectra the attribute is the function of that name).
+spectra_module = importlib.import_module("ess_widgets.core.spectra")
+F64 = torch.float64
+
+
+def test_work_is_heads_times_L_to_the_fourth():
+    assert batched.work_of(3, 10) == 30_000.0
+    assert batched.work_of(1, 2) == 16.0
+    assert isinstance(batched.work_of(2, 5), float)
+
+
+def test_fit_times_both_devices_on_both_problems_and_solves_the_line():
+    (h1, l1), (h2, l2) = batched._CALIBRATION
+    w1, w2 = batched.work_of(h1, l1), batched.work_of(h2, l2)
+    # CPU: 2e-9 s per unit of work at the small size, 3e-9 at the large one (the
+    # slower rate counts); GPU: 0.25 s overhead, then 1e-10 s per unit.
+    times = {
+        ("cpu", h1, l1): 2e-9 * w1,
+        ("cpu", h2, l2): 3e-9 * w2,
+        ("cuda", h1, l1): 0.25 + 1e-10 * w1,
+        ("cuda", h2, l2): 0.25 + 1e-10 * w2,
+    }
+    asked = []
+
+    def measure(device, heads, L):
+        asked.append((device, heads, L))
+        return times[(device, heads, L)]
+
+    alpha, beta, gamma = batched._fit(measure)
+    assert sorted(asked) == sorted(times)
+    assert gamma == pytest.approx(3e-9, rel=1e-12)
+    assert beta == pytest.approx(1e-10, rel=1e-9)
+    assert alpha == pytest.approx(0.25, rel=1e-9)
+
+
+def test_fit_never_gives_negative_overhead_or_throughput():
+    def noisy(device, heads, L):  # the GPU timed faster on the larger problem
+        if device == "cpu":
+            return 1.0
+        return 0.5 if L == batched._CALIBRATION[0][1] else 0.25
+
+    alpha, beta, gamma = batched._fit(noisy)
+    assert beta == 0.0
+    assert alpha == 0.5
+    assert gamma > 0
+
+    def free_overhead(device, heads, L):  # a line through the origin, cut below zero
+        w = batched.work_of(heads, L)
+        return w * 1e-9 if device == "cpu" else w * 2e-10 - 1e-3
+
+    alpha, beta, _ = batched._fit(free_overhead)
+    assert alpha == 0.0
+    assert beta == pytest.approx(2e-10, rel=1e-9)
+
+
+def test_pick_device_measures_once_per_process(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(batched, "_calibrated", {})
+    asked = []
+
+    def measure(device, heads, L):  # GPU: 0.1 s overhead, 10x the CPU's throughput
+        asked.append(device)
+        w = batched.work_of(heads, L)
+        return 1e-9 * w if device == "cpu" else 0.1 + 1e-10 * w
+
+    monkeypatch.setattr(batched, "_measure", measure)
+    # break-even: 0.1 = 0.9e-9 w, w = 1.1e8 (one 103 x 103 matrix, or 4 x 73^4)
+    assert batched.pick_device(1, 64) == torch.device("cpu")
+    assert len(asked) == 4
+    assert batched.pick_device(4, 512) == torch.device("cuda")
+    assert batched.pick_device(1, 102) == torch.device("cpu")
+    assert batched.pick_device(1, 104) == torch.device("cuda")
+    assert len(asked) == 4  # cached: no second calibration
+
+
+def test_pick_device_without_cuda_or_measure_is_the_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+    def fail(*args):
+        raise AssertionError("nothing is timed without CUDA")
+
+    monkeypatch.setattr(batched, "_measure", fail)
+    assert batched.pick_device(1000, 4096) == torch.device("cpu")
+
+
+def test_calibration_times_the_gram_path_on_a_lower_triangular_problem(monkeypatch):
+    calls = []
+
+    def fake_spectra(T, *, method, device):
+        calls.append((tuple(T.shape), T.dtype, bool((T.triu(1) == 0).all()), method, device))
+        return torch.zeros(1)
+
+    monkeypatch.setattr(spectra_module, "spectra", fake_spectra)
+    seconds = batched._measure("cpu", 3, 40)
+    assert isinstance(seconds, float) and seconds >= 0
+    # a warm-up on one 16 x 16 head, then the problem itself, both on the device asked
+    assert calls == [
+        ((1, 16, 16), F64, True, "gram", "cpu"),
+        ((3, 40, 40), F64, True, "gram", "cpu"),
+    ]
+
+
+def test_calibration_problem_is_random_and_the_same_each_time(monkeypatch):
+    seen = []
+    monkeypatch.setattr(
+        spectra_module, "spectra", lambda T, *, method, device: seen.append(T.clone())
+    )
+    batched._measure("cpu", 2, 20)
+    batched._measure("cpu", 2, 20)
+    first, second = seen[1], seen[3]
+    assert torch.equal(first, second)
+    lower = torch.tril(torch.ones(20, 20, dtype=torch.bool))
+    assert (first[:, lower] > 0).all() and (first[:, lower] < 1).all()
+    assert len(torch.unique(first[:, lower])) == int(lower.sum()) * 2
+
+
+@pytest.fixture
+def fake_cupy(monkeypatch):
+    """A stand-in ``cupy`` that records its batched solves (torch does the work)."""
+    solved = []
+
+    def eigvalsh(x):
+        solved.append(tuple(x.shape))
+        return torch.linalg.eigvalsh(x)
+
+    module = types.SimpleNamespace(
+        from_dlpack=lambda x: x, linalg=types.SimpleNamespace(eigvalsh=eigvalsh)
+    )
+    monkeypatch.setitem(sys.modules, "cupy", module)
+    return solved
+
+
+def spd(*shape):
+    x = torch.randn(*shape, dtype=F64, generator=torch.Generator().manual_seed(9))
+    return x @ x.mT
+
+
+def test_cupy_solves_batches_of_matrices_above_32(fake_cupy):
+    for x in (spd(3, 33, 33), spd(2, 2, 40, 40)):
+        torch.testing.assert_close(batched.cuda_eigvalsh(x), torch.linalg.eigvalsh(x))
+    assert fake_cupy == [(3, 33, 33), (2, 2, 40, 40)]
+
+
+def test_torch_solves_small_matrices_and_single_ones(fake_cupy):
+    for x in (spd(3, 32, 32), spd(40, 40), spd(5, 4, 4)):
+        torch.testing.assert_close(batched.cuda_eigvalsh(x), torch.linalg.eigvalsh(x))
+    assert fake_cupy == []
+
+
+def test_a_failing_cupy_falls_back_to_torch(monkeypatch):
+    def broken(x):
+        raise RuntimeError("no device")
+
+    module = types.SimpleNamespace(from_dlpack=broken, linalg=None)
+    monkeypatch.setitem(sys.modules, "cupy", module)
+    x = spd(2, 40, 40)
+    torch.testing.assert_close(batched.cuda_eigvalsh(x), torch.linalg.eigvalsh(x))
