@@ -316,7 +316,7 @@ def recurrence_spectra(
 
 def _channels_per_chunk(L, N, channels, dev, dt):
     """Channels per chunk; depends on the sizes, never on the splits asked."""
-    per_channel = 2 * L * N * N * torch.finfo(dt).bits // 8
+    per_channel = max(1, 2 * L * N * N * torch.finfo(dt).bits // 8)  # N = 0: no state
     chunk = max(1, _CHUNK_BYTES // per_channel)
     if dev.type == "cpu":  # one chunk per core at least, for the split workers
         chunk = min(chunk, -(-channels // torch.get_num_threads()))
@@ -388,7 +388,8 @@ def recurrence_bytes(
         seg = math.isqrt(L - 1) + 1
         factors = -(-L // seg) + seg
     per_channel = a_size + 2 * L * N + (factors + 8) * N * N + kept * K
-    return result + in_flight * chunk * per_channel * item
+    # A chunk holds at most the channels there are (on CUDA it is not capped by them).
+    return result + in_flight * min(chunk, channels) * per_channel * item
 
 
 def _unstable_error(a, b, c, kind, dt):

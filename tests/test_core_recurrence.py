@@ -1,0 +1,111 @@
+"""``recurrence_bytes`` against hand-computed memory budgets, and its argument checks.
+
+The budget (see the function's docstring), for ``C`` channels in chunks of ``c``
+(at most ``ceil(C / threads)`` on the CPU), ``S`` distinct splits, ``K = min(N, L // 2)``
+and ``b`` bytes per number: the result, twice (the per-chunk parts and their
+concatenation), ``2 C S K b``; plus for each chunk in flight (one per thread on the
+CPU, one on CUDA) ``c (a + 2 L N + (F + 8) N^2 + S K) b`` with ``a`` the transition's
+numbers per channel (``L N`` diagonal, ``L N^2`` dense, ``L (2N + 1)`` delta) and ``F``
+the forward factors kept (``S``, or checkpoints plus one segment).
+"""
+
+import importlib
+
+import pytest
+import torch
+
+from ess_widgets.core import recurrence_bytes, recurrence_operator, recurrence_spectra, spectra
+
+recurrence_module = importlib.import_module("ess_widgets.core.recurrence")
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+# L = 8, N = 2, C = 3, float64 (b = 8), two threads: c = ceil(3 / 2) = 2, two chunks in
+# flight, S = 7, K = 2, result 2 * 3 * 7 * 2 * 8 = 672 bytes.
+# diagonal: a = 16, per channel 16 + 32 + (7 + 8) * 4 + 7 * 2 = 122: 672 + 2 * 2 * 122 * 8.
+# dense: a = 32, 138 per channel; delta: a = 8 * 5 = 40, 146 per channel.
+@pytest.mark.parametrize(
+    ("transition", "expected"),
+    [("diagonal", 672 + 4 * 122 * 8), ("dense", 672 + 4 * 138 * 8), ("delta", 672 + 4 * 146 * 8)],
+)
+def test_budget_by_hand_per_transition(two_threads, transition, expected):
+    assert recurrence_bytes(8, 2, 3, transition=transition, device="cpu") == expected
+
+
+def test_budget_by_hand_defaults_splits_dtype_and_checkpoints(two_threads, monkeypatch):
+    # The defaults: diagonal, float64, all splits.
+    assert recurrence_bytes(8, 2, 3, device="cpu") == 672 + 4 * 122 * 8
+    # Two distinct splits: result 2 * 3 * 2 * 2 * 8 = 192, per channel 16 + 32 + 10 * 4 + 4.
+    assert recurrence_bytes(8, 2, 3, splits=[4, 4, 2], device="cpu") == 192 + 4 * 92 * 8
+    # float32: b = 4, the same counts.
+    assert recurrence_bytes(8, 2, 3, dtype=torch.float32, device="cpu") == 336 + 4 * 122 * 4
+    # One channel: one chunk of one channel in flight.
+    assert recurrence_bytes(8, 2, 1, device="cpu") == 224 + 122 * 8
+    # Nothing kept in full: checkpoints every isqrt(7) + 1 = 3 steps, ceil(8 / 3) = 3 of
+    # them plus one segment of 3, F = 6: per channel 16 + 32 + 14 * 4 + 14 = 118.
+    monkeypatch.setattr(recurrence_module, "_FACTOR_BYTES", 0)
+    assert recurrence_bytes(8, 2, 3, device="cpu") == 672 + 4 * 118 * 8
+    # L = 17: K = 2, S = 16, checkpoints every isqrt(16) + 1 = 5: ceil(17 / 5) + 5 = 9.
+    # result 2 * 1 * 16 * 2 * 8 = 512; per channel 34 + 68 + 17 * 4 + 32 = 202.
+    assert recurrence_bytes(17, 2, 1, device="cpu") == 512 + 202 * 8
+
+
+def test_budget_counts_the_channels_there_are_on_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    # One chunk in flight, holding the 3 channels (not the chunk size's 500,000).
+    assert recurrence_bytes(8, 2, 3, device="cuda") == 672 + 3 * 122 * 8
+
+
+def test_budget_of_no_channels_is_nothing():
+    assert recurrence_bytes(8, 2, 0, device="cpu") == 0
+
+
+def test_budget_grows_with_what_is_kept(two_threads):
+    small = recurrence_bytes(64, 8, 16, device="cpu")
+    assert recurrence_bytes(64, 8, 32, device="cpu") > small
+    assert recurrence_bytes(64, 8, 16, splits=[32], device="cpu") < small
+    assert recurrence_bytes(64, 16, 16, device="cpu") > small
+
+
+@pytest.mark.parametrize("name", ["L", "N", "channels"])
+@pytest.mark.parametrize("bad", [-1, 2.0, True, "8", None])
+def test_sizes_must_be_ints_at_least_zero_naming_the_argument(name, bad):
+    sizes = {"L": 8, "N": 2, "channels": 3}
+    sizes[name] = bad
+    with pytest.raises(ValueError, match=rf"^`{name}` must be an int >= 0, got {bad!r}\.$"):
+        recurrence_bytes(sizes["L"], sizes["N"], sizes["channels"], device="cpu")
+
+
+def test_sizes_at_zero_and_one():
+    assert recurrence_bytes(2, 0, 1, device="cpu") >= 0  # N = 0: nothing to keep
+    with pytest.raises(ValueError, match=r"L >= 2 .* got L = 1"):
+        recurrence_bytes(1, 2, 3, device="cpu")
+    with pytest.raises(ValueError, match=r"L >= 2 .* got L = 0"):
+        recurrence_bytes(0, 2, 3, device="cpu")
+
+
+def test_transition_must_be_one_of_the_three():
+    for bad in ("Diagonal", "scalar", None):
+        with pytest.raises(ValueError, match=r"`transition` must be one of .*'delta'.*got"):
+            recurrence_bytes(8, 2, 3, transition=bad, device="cpu")
+
+
+@pytest.mark.parametrize("transition", ["diagonal", "dense"])
+def test_a_recurrence_without_state_is_the_zero_operator(transition):
+    # N = 0 used to divide by zero when sizing the chunks.
+    L = 5
+    a = torch.ones(L, 0) if transition == "diagonal" else torch.ones(L, 0, 0)
+    b = c = torch.ones(L, 0)
+    s = recurrence_spectra(a, b, c, transition=transition)
+    assert s.shape == (L - 1, 0)
+    T = recurrence_operator(a, b, c, transition=transition)
+    assert torch.equal(T, torch.zeros(L, L, dtype=torch.float64))
+    assert (spectra(T) == 0).all()
