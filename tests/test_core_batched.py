@@ -168,3 +168,62 @@ def test_a_failing_cupy_falls_back_to_torch(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", module)
     x = spd(2, 40, 40)
     torch.testing.assert_close(batched.cuda_eigvalsh(x), torch.linalg.eigvalsh(x))
+
+
+def test_padded_size_by_hand():
+    # m below 16 exactly; above, rounded up to a multiple of 2 ** (bit_length(m) - 4).
+    table = {1: 1, 15: 15, 16: 16, 17: 18, 31: 32, 33: 36, 100: 104, 1000: 1024, 1025: 1152}
+    assert {m: batched.padded_size(m) for m in table} == table
+
+
+def test_the_gram_path_batches_on_cuda_only():
+    assert batched.use_batched(torch.device("cuda"))
+    assert batched.use_batched(torch.device("cuda", 1))
+    assert not batched.use_batched(torch.device("cpu"))
+
+
+def test_pick_device_keeps_the_cpu_at_break_even():
+    # CPU 2^-20 s per unit of work, GPU 1 s flat: equal at work 2^20 = one 32 x 32 matrix.
+    def measure(device, heads, L):
+        return batched.work_of(heads, L) * 2.0**-20 if device == "cpu" else 1.0
+
+    assert batched.pick_device(1, 32, measure=measure) == torch.device("cpu")
+    assert batched.pick_device(2, 32, measure=measure) == torch.device("cuda")
+
+
+def group_sizes(batch_shape, cap_matrices, monkeypatch):
+    """Sizes of the solver's groups for the 7 Gram matrices of size class 36 (splits 33..39
+    of L = 72: sizes 33..36 left of the middle, 35..33 right of it), with the byte cap set
+    to ``cap_matrices`` padded 36 x 36 float64 matrices of this batch."""
+    n, L = 36, 72
+    per_matrix = n * n * 8 * int(torch.tensor(batch_shape).prod())
+    monkeypatch.setattr(batched, "_GROUP_BYTES", cap_matrices * per_matrix)
+    g = torch.Generator().manual_seed(1)
+    T = torch.tril(torch.randn(*batch_shape, L, L, generator=g, dtype=F64))
+    wanted = set(range(33, 40))
+    sizes = []
+
+    def solver(x):
+        sizes.append(x.shape[0])
+        assert x.shape[1:] == (*batch_shape, n, n)
+        return torch.linalg.eigvalsh(x)
+
+    results = dict(
+        batched.batched_gram_spectra(
+            spectra_module._gram_sides(T, wanted), L, tuple(batch_shape), solver, F64, "cpu"
+        )
+    )
+    assert set(results) == wanted
+    for i, s in results.items():  # the values do not depend on the grouping
+        expected = torch.linalg.svdvals(T[..., i:, :i])
+        torch.testing.assert_close(s, expected, rtol=0, atol=1e-6 * float(expected.amax()))
+    return sizes
+
+
+@pytest.mark.parametrize("batch_shape", [(), (3,), (2, 3)])
+def test_groups_fill_the_byte_cap_exactly(batch_shape, monkeypatch):
+    assert group_sizes(batch_shape, 3, monkeypatch) == [3, 3, 1]  # 3 fit exactly
+    assert group_sizes(batch_shape, 3.5, monkeypatch) == [3, 3, 1]
+    assert group_sizes(batch_shape, 4.9, monkeypatch) == [4, 3]
+    assert group_sizes(batch_shape, 7, monkeypatch) == [7]
+    assert group_sizes(batch_shape, 0.5, monkeypatch) == [1] * 7  # never an empty group

@@ -182,3 +182,61 @@ def test_mismatch_with_b_and_transition_keyword():
         recurrence_spectra(A, torch.ones(6, 3), torch.ones(6, 3), transition="dense")
     with pytest.raises(ValueError, match=r"`k` contains 1 NaN"):
         DeltaTransition(torch.ones(3), torch.ones(3), torch.tensor([[0.0], [float("nan")], [1.0]]))
+
+
+# --- the transition object: its errors, attributes, growth bound and repr -----------------
+
+
+@pytest.mark.parametrize("name", ["decay", "beta", "k"])
+def test_each_input_is_named_in_its_errors(name):
+    good = {"decay": torch.ones(4), "beta": torch.ones(4), "k": torch.ones(4, 2)}
+    with pytest.raises(ValueError, match=rf"^`{name}` contains \d+ NaN"):
+        DeltaTransition(
+            **{**good, name: good[name].clone().index_fill_(0, torch.tensor(1), torch.nan)}
+        )
+    with pytest.raises(TypeError, match=rf"^`{name}` must be a torch.Tensor or numpy array"):
+        DeltaTransition(**{**good, name: "0.5"})
+
+
+def test_beta_needs_one_dimension_less_than_k_even_when_its_length_fits():
+    with pytest.raises(ValueError, match=r"`beta` must have shape \(\.\.\., L\) = \(\.\.\., 5\)"):
+        DeltaTransition(torch.ones(5), torch.ones(1, 5), torch.ones(5, 3))
+
+
+def test_attributes_and_broadcast_batch_shape():
+    L, N = 6, 3
+    A = DeltaTransition(torch.ones(2, 1, L), torch.ones(1, 4, L), torch.ones(1, 1, L, N))
+    assert (A.L, A.N, A.per_channel, A.batch_shape) == (L, N, False, (2, 4))
+    assert A.dense().shape == (2, 4, L, N, N)
+    B = DeltaTransition(torch.ones(3, L, N), torch.ones(1, L), torch.ones(1, L, N))
+    assert (B.per_channel, B.batch_shape) == (True, (3,))
+    assert repr(A) == "DeltaTransition(L=6, N=3, batch_shape=(2, 4), decay scalar per step)"
+    assert repr(B) == "DeltaTransition(L=6, N=3, batch_shape=(3,), decay per key channel)"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_dense_keeps_the_inputs_dtype(dtype):
+    A = DeltaTransition(
+        torch.ones(4, dtype=dtype), torch.ones(4, dtype=dtype), torch.ones(4, 2, dtype=dtype)
+    )
+    assert A.dense().dtype == dtype
+
+
+def test_growth_bounds_every_spectral_norm_and_is_reached_for_a_scalar_decay():
+    L, N = 7, 3
+    g = gen(5)
+    k = 2.0 * torch.nn.functional.normalize(torch.randn(2, L, N, generator=g, dtype=F64), dim=-1)
+    # |k|^2 = 4: the reflection 1 - beta |k|^2 ranges over [-3, 1) for beta in (0, 1].
+    for beta, decay in [
+        (torch.full((2, L), 1.0, dtype=F64), torch.full((2, L), 0.5, dtype=F64)),  # 3 * 0.5
+        (torch.full((2, L), 0.1, dtype=F64), torch.full((2, L), 0.5, dtype=F64)),  # max(1, .6)
+        (torch.full((2, L), 0.125, dtype=F64), torch.full((2, L), 0.5, dtype=F64)),  # 0.5
+    ]:
+        A = DeltaTransition(decay, beta, k)
+        norms = torch.linalg.matrix_norm(A.dense(), ord=2)
+        # with N >= 2 the bound is attained: |decay| * max(1, |1 - beta |k|^2|)
+        torch.testing.assert_close(torch.tensor(A.growth(), dtype=F64), norms.amax())
+    A = DeltaTransition(
+        torch.rand(2, L, N, generator=g, dtype=F64), 0.3 * torch.ones(2, L, dtype=F64), k
+    )
+    assert float(torch.linalg.matrix_norm(A.dense(), ord=2).amax()) <= A.growth() + 1e-12

@@ -109,3 +109,27 @@ def test_a_recurrence_without_state_is_the_zero_operator(transition):
     T = recurrence_operator(a, b, c, transition=transition)
     assert torch.equal(T, torch.zeros(L, L, dtype=torch.float64))
     assert (spectra(T) == 0).all()
+
+
+# --- the overflow error: what grows, by how much -------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
+def test_unstable_dense_a_is_named_with_its_spectral_norm(dtype):
+    L = 1100
+    # ||diag(2, 0.5)||_2 = 2 (its Frobenius norm would be 2.062); 2**1100 overflows.
+    a = torch.diag(torch.tensor([2.0, 0.5])).to(dtype).expand(L, 2, 2)
+    b = c = torch.ones(L, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"`a` makes .*spectral norm \|\|A_t\|\|_2 is 2;"):
+        recurrence_spectra(a, b, c, transition="dense")
+
+
+def test_overflow_from_huge_b_and_c_with_a_at_exactly_one_blames_b_and_c():
+    L = 6
+    a = torch.ones(L, 1, dtype=torch.float64)  # |a| = 1: stable (a running sum)
+    b = c = torch.full((L, 1), 1e200, dtype=torch.float64)
+    with pytest.raises(
+        ValueError,
+        match=r"overflow torch\.float64 although `a` is stable \(the largest \|a\| is 1\)",
+    ):
+        recurrence_spectra(a, b, c)
