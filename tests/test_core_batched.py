@@ -4,6 +4,7 @@ calibration problems it times, and when CuPy's solver is used (a stand-in module
 
 import importlib
 import sys
+import time
 import types
 
 import pytest
@@ -113,6 +114,25 @@ def test_calibration_times_the_gram_path_on_a_lower_triangular_problem(monkeypat
     ]
 
 
+def test_calibration_on_cuda_waits_for_the_gpu_around_the_timed_call(monkeypatch):
+    events = []
+    monkeypatch.setattr(
+        spectra_module,
+        "spectra",
+        lambda T, *, method, device: events.append(("spectra", T.shape[0])),
+    )
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: events.append(("synchronize",)))
+    before = time.perf_counter()
+    seconds = batched._measure("cuda", 3, 20)
+    elapsed = time.perf_counter() - before
+    # warm-up, wait, (clock starts) the problem, wait (clock stops)
+    assert events == [("spectra", 1), ("synchronize",), ("spectra", 3), ("synchronize",)]
+    assert 0 <= seconds <= elapsed  # a duration within the call, not a clock reading
+    events.clear()
+    batched._measure("cpu", 3, 20)
+    assert events == [("spectra", 1), ("spectra", 3)]  # nothing to wait for on the CPU
+
+
 def test_calibration_problem_is_random_and_the_same_each_time(monkeypatch):
     seen = []
     monkeypatch.setattr(
@@ -134,7 +154,9 @@ def fake_cupy(monkeypatch):
 
     def eigvalsh(x):
         solved.append(tuple(x.shape))
-        return torch.linalg.eigvalsh(x)
+        w = torch.linalg.eigvalsh(x)
+        fake_cupy_results.append(w)
+        return w
 
     module = types.SimpleNamespace(
         from_dlpack=lambda x: x, linalg=types.SimpleNamespace(eigvalsh=eigvalsh)
@@ -148,9 +170,16 @@ def spd(*shape):
     return x @ x.mT
 
 
+fake_cupy_results = []
+
+
 def test_cupy_solves_batches_of_matrices_above_32(fake_cupy):
     for x in (spd(3, 33, 33), spd(2, 2, 40, 40)):
-        torch.testing.assert_close(batched.cuda_eigvalsh(x), torch.linalg.eigvalsh(x))
+        fake_cupy_results.clear()
+        w = batched.cuda_eigvalsh(x)
+        torch.testing.assert_close(w, torch.linalg.eigvalsh(x))
+        # CuPy's own result comes back (through DLPack, no copy)
+        assert w.data_ptr() == fake_cupy_results[0].data_ptr()
     assert fake_cupy == [(3, 33, 33), (2, 2, 40, 40)]
 
 

@@ -33,12 +33,12 @@ def direct_gram(T, i):
 
 @pytest.mark.parametrize("L", [2, 3, 9, 17, 18, 26, 40])
 def test_every_chained_gram_matrix_is_the_blocks_own(L):
-    T = causal((2, L, L), L)
+    T = causal((2, 1, L, L), L)
     items = [_build_gram(item) for item in _gram_items(T)]  # all splits by default
     assert sorted(i for i, _ in items) == list(range(1, L))
     for i, gram in items:
         m = min(i, L - i)
-        assert gram.shape == (2, m, m)
+        assert gram.shape == (2, 1, m, m)
         expected = direct_gram(T, i)
         np.testing.assert_allclose(gram.numpy(), expected, rtol=1e-12, atol=1e-12 * L)
 

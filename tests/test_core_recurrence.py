@@ -133,3 +133,75 @@ def test_overflow_from_huge_b_and_c_with_a_at_exactly_one_blames_b_and_c():
         match=r"overflow torch\.float64 although `a` is stable \(the largest \|a\| is 1\)",
     ):
         recurrence_spectra(a, b, c)
+
+
+def test_budget_by_hand_more_state_than_half_the_length(two_threads):
+    # L = 5, N = 4: K = min(4, 5 // 2) = 2, S = 4; result 2 * 1 * 4 * 2 * 8 = 128;
+    # per channel 20 + 40 + (4 + 8) * 16 + 4 * 2 = 260.
+    assert recurrence_bytes(5, 4, 1, device="cpu") == 128 + 260 * 8
+
+
+def test_budget_by_hand_at_the_checkpoint_threshold(two_threads, monkeypatch):
+    # L = 8, N = 2, 3 channels: the kept factors of a chunk are 2 * 7 * 4 * 8 = 448 bytes.
+    monkeypatch.setattr(recurrence_module, "_FACTOR_BYTES", 448)  # they fit: all kept
+    assert recurrence_bytes(8, 2, 3, device="cpu") == 672 + 4 * 122 * 8
+    monkeypatch.setattr(recurrence_module, "_FACTOR_BYTES", 447)  # checkpoints, F = 6
+    assert recurrence_bytes(8, 2, 3, device="cpu") == 672 + 4 * 118 * 8
+    monkeypatch.setattr(recurrence_module, "_FACTOR_BYTES", 0)
+    # L = 4, N = 2: checkpoints every isqrt(3) + 1 = 2 steps, F = 2 + 2 = 4; result 96,
+    # per channel 8 + 16 + 12 * 4 + 6 = 78.
+    assert recurrence_bytes(4, 2, 1, device="cpu") == 96 + 78 * 8
+    # L = 2, N = 1: every isqrt(1) + 1 = 2 steps, F = 1 + 2 = 3; result 16, per channel
+    # 2 + 4 + 11 + 1 = 18.
+    assert recurrence_bytes(2, 1, 1, device="cpu") == 16 + 18 * 8
+
+
+def test_budget_is_an_int_and_counts_one_chunk_in_flight_on_cuda(two_threads, monkeypatch):
+    assert isinstance(recurrence_bytes(8, 2, 3, device="cpu"), int)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    # device="cpu" is honoured when CUDA is there.
+    assert recurrence_bytes(8, 2, 3, device="cpu") == 672 + 4 * 122 * 8
+    # L = 2048, N = 64: a chunk is 2 channels (256 MiB / (2 L N^2 8 bytes)); with 3
+    # channels, 2 chunks, but CUDA works on one at a time: going from 2 to 3 channels
+    # adds only the third channel's share of the result, 2 * 2047 * 64 * 8 bytes.
+    two, three = (recurrence_bytes(2048, 64, C, device="cuda") for C in (2, 3))
+    assert three - two == 2 * 2047 * 64 * 8
+
+
+# --- recurrence_operator: where it computes, in which dtype ------------------------------------
+
+
+def leaky(L, channels=2):
+    a = torch.full((channels, L, 1), 0.5, dtype=torch.float64)
+    b = c = torch.ones(L, 1, dtype=torch.float64)
+    return a, b, c
+
+
+def test_operator_stays_on_the_inputs_device_by_default(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # not used by default
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    T = recurrence_operator(*leaky(4))
+    assert T.device.type == "cpu"
+    # T[t, j] = 0.5 ** (t - j) below the diagonal: a plain double loop
+    expected = torch.tensor(
+        [[0.5 ** (t - j) if j <= t else 0.0 for j in range(4)] for t in range(4)],
+        dtype=torch.float64,
+    )
+    assert torch.equal(T, expected.expand(2, 4, 4))
+
+
+@pytest.mark.parametrize("channels", [2, 0])
+def test_operator_is_computed_where_and_in_the_dtype_asked(channels):
+    T = recurrence_operator(*leaky(4, channels), device="meta")  # shapes only, no numbers
+    assert (T.device.type, T.shape, T.dtype) == ("meta", (channels, 4, 4), torch.float64)
+    T32 = recurrence_operator(*leaky(4, channels), dtype=torch.float32)
+    assert (T32.device.type, T32.dtype) == ("cpu", torch.float32)
+    assert recurrence_operator(*leaky(4, channels)).dtype == torch.float64
+
+
+def test_operator_too_large_is_refused_naming_the_function():
+    L = 10**6
+    b = c = torch.ones(L, 1, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"^recurrence_operator: a dense operator of shape"):
+        recurrence_operator(torch.full((L, 1), 0.5, dtype=torch.float64), b, c)
