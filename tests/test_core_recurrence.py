@@ -205,3 +205,100 @@ def test_operator_too_large_is_refused_naming_the_function():
     b = c = torch.ones(L, 1, dtype=torch.float64)
     with pytest.raises(ValueError, match=r"^recurrence_operator: a dense operator of shape"):
         recurrence_operator(torch.full((L, 1), 0.5, dtype=torch.float64), b, c)
+
+
+# --- chunking and checkpoints: counted, not timed ----------------------------------------------
+
+
+def test_one_channel_per_chunk_when_one_channels_factors_exceed_the_chunk_budget(two_threads):
+    cpu = torch.device("cpu")
+    # 2 L N^2 8 bytes per channel: 4 GiB at L = 16384, N = 128 (over 256 MiB): chunks of 1.
+    assert recurrence_module._channels_per_chunk(16384, 128, 4, cpu, torch.float64) == 1
+    # 2 * 64 * 16 * 8 = 16 KiB per channel: all channels fit, one chunk per thread.
+    assert recurrence_module._channels_per_chunk(64, 4, 4, cpu, torch.float64) == 2
+    assert recurrence_module._channels_per_chunk(64, 4, 5, cpu, torch.float64) == 3
+
+
+def count_qr(monkeypatch, transition="diagonal", **kwargs):
+    calls = []
+    qr = torch.linalg.qr
+
+    def counting(*args, **kw):
+        calls.append(1)
+        return qr(*args, **kw)
+
+    monkeypatch.setattr(torch.linalg, "qr", counting)
+    g = torch.Generator().manual_seed(8)
+    a = 0.5 + 0.5 * torch.rand(1, 27, 3, generator=g, dtype=torch.float64)
+    b = torch.randn(1, 27, 3, generator=g, dtype=torch.float64)
+    c = torch.randn(1, 27, 3, generator=g, dtype=torch.float64)
+    s = recurrence_spectra(a, b, c, transition=transition, device="cpu", **kwargs)
+    monkeypatch.setattr(torch.linalg, "qr", qr)
+    return len(calls), s
+
+
+def test_checkpointed_sweep_recomputes_each_segment_once(monkeypatch):
+    # One channel, L = 27, every split: 26 forward and 26 backward QR steps.
+    plain, s_plain = count_qr(monkeypatch)
+    assert plain == 52
+    # The 26 factors take 26 * 3 * 3 * 8 = 1872 bytes: at that budget they are all kept.
+    monkeypatch.setattr(recurrence_module, "_FACTOR_BYTES", 1872)
+    assert count_qr(monkeypatch)[0] == 52
+    # One byte less: checkpoints every isqrt(26) + 1 = 6 steps (at 6, 12, 18, 24); the
+    # backward sweep recomputes the segments from 24 (2 steps, to 26) and from 18, 12, 6
+    # and 0 (5 steps each): 22 more QR steps, and the same bits.
+    monkeypatch.setattr(recurrence_module, "_FACTOR_BYTES", 1871)
+    checkpointed, s_checkpointed = count_qr(monkeypatch)
+    assert checkpointed == 52 + 22
+    assert torch.equal(s_checkpointed, s_plain)
+
+
+def test_empty_batch_result_has_the_working_dtype():
+    a = torch.zeros(0, 6, 3)
+    b = c = torch.ones(6, 3)
+    assert recurrence_spectra(a, b, c).dtype == torch.float64
+    assert recurrence_spectra(a, b, c, dtype=torch.float32).dtype == torch.float32
+
+
+def test_overflow_in_one_chunk_of_several_is_the_unstable_error(two_threads):
+    # Two channels, two chunks: the second overflows float32 in its forward sweep
+    # (1e10 ** 4 > 3e38) and gives up early; the first is fine. L = 6, N = 3: K = 3.
+    L, N = 6, 3
+    a = torch.stack([torch.full((L, N), 0.5), torch.full((L, N), 1e10)]).double()
+    b = c = torch.ones(L, N, dtype=torch.float64)
+    with pytest.raises(
+        ValueError, match=r"`a` makes the recurrence unstable.*largest \|a\| is 1e\+10"
+    ):
+        recurrence_spectra(a, b, c, dtype=torch.float32)
+
+
+# --- argument names and batch errors -----------------------------------------------------------
+
+
+def test_a_is_named_in_its_errors():
+    b = c = torch.ones(4, 2)
+    with pytest.raises(ValueError, match=r"^`a` contains 1 NaN"):
+        recurrence_spectra(torch.tensor([[0.5, 0.5]] * 3 + [[float("nan"), 0.5]]), b, c)
+    with pytest.raises(TypeError, match=r"^`a` must be a torch.Tensor or numpy array"):
+        recurrence_spectra("0.5", b, c)
+
+
+@pytest.mark.parametrize("transition", [None, "diagonal"])
+def test_leading_dimensions_that_do_not_broadcast_are_listed(transition):
+    a, b, c = torch.full((2, 5, 3), 0.5), torch.ones(3, 5, 3), torch.ones(5, 3)
+    with pytest.raises(
+        ValueError,
+        match=r"^The leading \(channel/batch\) dimensions of `a`, `b`, `c` do not broadcast: "
+        r"\(2,\), \(3,\), \(\)\. ",
+    ):
+        recurrence_spectra(a, b, c, transition=transition)
+
+
+def test_transition_is_inferred_from_all_three_leading_shapes():
+    # L = N = 2: a of shape (2, 2, 2) reads as diagonal (L, N) with 2 channels or as one
+    # dense (L, N, N). c's 3 channels rule out the diagonal reading: dense, no ambiguity.
+    g = torch.Generator().manual_seed(2)
+    a = 0.5 * torch.rand(2, 2, 2, generator=g, dtype=torch.float64)
+    b = torch.randn(2, 2, generator=g, dtype=torch.float64)
+    c = torch.randn(3, 2, 2, generator=g, dtype=torch.float64)
+    assert torch.equal(recurrence_spectra(a, b, c), recurrence_spectra(a, b, c, transition="dense"))

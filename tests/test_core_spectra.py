@@ -1,0 +1,43 @@
+"""``spectra``: the argument named in its errors, the overflow message, and the Gram path's
+per-matrix scaling on a batch of very different magnitudes (against numpy's SVD)."""
+
+import numpy as np
+import pytest
+import torch
+
+from ess_widgets.core import spectra
+
+F64 = torch.float64
+
+
+def test_a_bad_operator_is_named_T():
+    with pytest.raises(TypeError, match=r"^`T` must be a torch.Tensor or numpy array, got str"):
+        spectra("not an operator")
+
+
+def test_singular_values_past_the_float_range_are_refused_with_the_fix():
+    # All entries 1.5e308: the 3 x 1 block at split 1 has sigma = sqrt(3) * 1.5e308 = inf.
+    T = torch.tril(torch.full((4, 4), 1.5e308, dtype=F64))
+    with pytest.raises(
+        ValueError,
+        match=r"^The singular values of `T` are not finite in torch\.float64 \(\d+ of 6 values "
+        r"overflow\)\. Rescale `T` \(ESS is scale-free\) or compute in float64\.$",
+    ):
+        spectra(T, method="svd")
+
+
+def test_gram_path_scales_each_matrix_by_its_own_magnitude():
+    # One matrix near 1, one near 1e-200, one near 1e200: one common scale would
+    # underflow or overflow the squares of the others.
+    g = torch.Generator().manual_seed(6)
+    L = 12
+    base = torch.tril(torch.randn(3, L, L, generator=g, dtype=F64))
+    T = base * torch.tensor([1.0, 1e-200, 1e200], dtype=F64)[:, None, None]
+    got = spectra(T, method="gram")
+    for i in range(1, L):
+        expected = np.linalg.svd(T[:, i:, :i].numpy(), compute_uv=False)
+        m = min(i, L - i)
+        sigma_1 = expected[:, :1]
+        # the Gram path's accuracy: about sqrt(eps) sigma_1 per matrix
+        assert (np.abs(got[:, i - 1, :m].numpy() - expected) <= 1e-7 * sigma_1).all()
+        assert (got[:, i - 1, :1].numpy() > 0).all()
