@@ -198,3 +198,18 @@ def test_spectra_ref_works_in_the_dtype_asked_and_checks_causality():
         spectra_ref(upper)
     # check_causal=False reads the lower part only: the entry above is ignored.
     assert torch.equal(spectra_ref(upper, check_causal=False), spectra_ref(T))
+
+
+def test_gram_path_asks_the_cost_model_where_to_compute(fake_cuda, monkeypatch):
+    asked = []
+
+    def pick(heads, L):
+        asked.append((heads, L))
+        return torch.device("cpu")
+
+    monkeypatch.setattr(batched, "pick_device", pick)
+    T = torch.tril(torch.ones(2, 100, 100, dtype=F64))
+    spectra(T, method="gram", splits=[50])
+    assert asked == [(2, 100)]
+    spectra(T, method="svd", splits=[50])  # the SVD path stays on the CPU without asking
+    assert asked == [(2, 100)]

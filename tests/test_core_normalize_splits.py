@@ -19,3 +19,12 @@ from ess_widgets.core import normalize_splits
 )
 def test_slices_with_a_step(splits, expected):
     assert normalize_splits(splits, 10) == expected
+
+
+def test_bad_slices_and_empty_selections_say_so():
+    with pytest.raises(ValueError, match=r"^`splits` is not a valid slice of split indices: "):
+        normalize_splits(slice(None, None, 0), 10)
+    with pytest.raises(ValueError, match=r"^`splits` is not a valid slice of split indices: "):
+        normalize_splits(slice(0.5, 3), 10)
+    with pytest.raises(ValueError, match=r"^`splits` is empty: ask for at least one split"):
+        normalize_splits([], 10)

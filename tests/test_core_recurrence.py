@@ -10,6 +10,7 @@ the forward factors kept (``S``, or checkpoints plus one segment).
 """
 
 import importlib
+import re
 
 import pytest
 import torch
@@ -167,6 +168,11 @@ def test_budget_is_an_int_and_counts_one_chunk_in_flight_on_cuda(two_threads, mo
     # adds only the third channel's share of the result, 2 * 2047 * 64 * 8 bytes.
     two, three = (recurrence_bytes(2048, 64, C, device="cuda") for C in (2, 3))
     assert three - two == 2 * 2047 * 64 * 8
+    # By hand for 2 channels: result 2 * 2 * 2047 * 64 * 8 = 4,192,256; the chunk's
+    # factors (2 * 2047 * 64^2 * 8 = 134,152,192 bytes) fit under 128 MiB, so F = 2047;
+    # per channel 131,072 + 262,144 + 2,055 * 4,096 + 2,047 * 64 = 8,941,504 numbers.
+    assert two == 4_192_256 + 2 * 8_941_504 * 8
+    assert isinstance(two, int)
 
 
 # --- recurrence_operator: where it computes, in which dtype ------------------------------------
@@ -302,3 +308,46 @@ def test_transition_is_inferred_from_all_three_leading_shapes():
     b = torch.randn(2, 2, generator=g, dtype=torch.float64)
     c = torch.randn(3, 2, 2, generator=g, dtype=torch.float64)
     assert torch.equal(recurrence_spectra(a, b, c), recurrence_spectra(a, b, c, transition="dense"))
+
+
+def test_a_without_leading_dimensions_and_clashing_b_and_c_is_a_batch_error():
+    # a itself fits (diagonal (L, N), or dense (2, L, N, N)); b's and c's channels clash.
+    b, c = torch.ones(2, 5, 3), torch.ones(3, 5, 3)
+    for a, leads in (
+        (torch.full((5, 3), 0.5), "(), (2,), (3,)"),
+        (torch.full((4, 5, 3, 3), 0.1), "(4,), (2,), (3,)"),
+    ):
+        with pytest.raises(
+            ValueError, match=rf"^The leading .* do not broadcast: {re.escape(leads)}\. "
+        ):
+            recurrence_spectra(a, b, c)
+
+
+def test_singular_values_past_the_rank_are_exactly_zero():
+    g = torch.Generator().manual_seed(12)
+    L, N = 9, 8
+    a = 0.5 + 0.5 * torch.rand(2, L, N, generator=g, dtype=torch.float64)
+    b = torch.randn(2, L, N, generator=g, dtype=torch.float64)
+    c = torch.randn(2, L, N, generator=g, dtype=torch.float64)
+    s = recurrence_spectra(a, b, c)
+    for i in range(1, L):
+        rank = min(i, L - i)  # the block T[i:, :i] is (L - i) x i
+        assert (s[:, i - 1, rank:] == 0).all()
+        assert (s[:, i - 1, :rank] > 0).all()
+
+
+@pytest.mark.parametrize("transition", ["diagonal", "dense"])
+def test_chunks_of_one_channel_give_each_channels_own_spectra(monkeypatch, transition):
+    g = torch.Generator().manual_seed(13)
+    L, N, C = 10, 3, 3
+    if transition == "diagonal":
+        a = 0.5 + 0.5 * torch.rand(C, L, N, generator=g, dtype=torch.float64)
+    else:
+        a = 0.5 * torch.randn(C, L, N, N, generator=g, dtype=torch.float64) / N**0.5
+    b = torch.randn(C, L, N, generator=g, dtype=torch.float64)
+    c = torch.randn(L, N, generator=g, dtype=torch.float64)  # shared by the channels
+    monkeypatch.setattr(recurrence_module, "_CHUNK_BYTES", 1)  # one channel per chunk
+    chunked = recurrence_spectra(a, b, c, transition=transition)
+    for k in range(C):
+        alone = recurrence_spectra(a[k], b[k], c, transition=transition)
+        torch.testing.assert_close(chunked[k], alone, rtol=1e-12, atol=1e-12 * float(alone.amax()))
