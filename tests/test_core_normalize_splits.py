@@ -28,3 +28,9 @@ def test_bad_slices_and_empty_selections_say_so():
         normalize_splits(slice(0.5, 3), 10)
     with pytest.raises(ValueError, match=r"^`splits` is empty: ask for at least one split"):
         normalize_splits([], 10)
+
+
+def test_a_length_without_splits():
+    for L in (1, 0):
+        with pytest.raises(ValueError, match=rf"^A sequence of length L = {L} has no split"):
+            normalize_splits(None, L)

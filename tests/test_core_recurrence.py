@@ -225,7 +225,7 @@ def test_one_channel_per_chunk_when_one_channels_factors_exceed_the_chunk_budget
     assert recurrence_module._channels_per_chunk(64, 4, 5, cpu, torch.float64) == 3
 
 
-def count_qr(monkeypatch, transition="diagonal", **kwargs):
+def count_qr(monkeypatch, transition="diagonal", L=27, **kwargs):
     calls = []
     qr = torch.linalg.qr
 
@@ -235,9 +235,9 @@ def count_qr(monkeypatch, transition="diagonal", **kwargs):
 
     monkeypatch.setattr(torch.linalg, "qr", counting)
     g = torch.Generator().manual_seed(8)
-    a = 0.5 + 0.5 * torch.rand(1, 27, 3, generator=g, dtype=torch.float64)
-    b = torch.randn(1, 27, 3, generator=g, dtype=torch.float64)
-    c = torch.randn(1, 27, 3, generator=g, dtype=torch.float64)
+    a = 0.5 + 0.5 * torch.rand(1, L, 3, generator=g, dtype=torch.float64)
+    b = torch.randn(1, L, 3, generator=g, dtype=torch.float64)
+    c = torch.randn(1, L, 3, generator=g, dtype=torch.float64)
     s = recurrence_spectra(a, b, c, transition=transition, device="cpu", **kwargs)
     monkeypatch.setattr(torch.linalg, "qr", qr)
     return len(calls), s
@@ -351,3 +351,46 @@ def test_chunks_of_one_channel_give_each_channels_own_spectra(monkeypatch, trans
     for k in range(C):
         alone = recurrence_spectra(a[k], b[k], c, transition=transition)
         torch.testing.assert_close(chunked[k], alone, rtol=1e-12, atol=1e-12 * float(alone.amax()))
+
+
+def test_checkpoint_segments_are_isqrt_of_L_minus_1_plus_1(monkeypatch):
+    # L = 24: 23 forward and 23 backward steps; checkpoints every isqrt(23) + 1 = 5 steps
+    # (at 5, 10, 15, 20); segments recomputed from 20 (3 steps, to 23), 15, 10, 5, 0
+    # (4 steps each): 19 more.
+    monkeypatch.setattr(recurrence_module, "_FACTOR_BYTES", 0)
+    assert count_qr(monkeypatch, L=24)[0] == 46 + 19
+
+
+@pytest.mark.parametrize("name", ["b", "c"])
+def test_b_and_c_are_named_in_their_errors(name):
+    good = {"a": torch.full((4, 2), 0.5), "b": torch.ones(4, 2), "c": torch.ones(4, 2)}
+    bad = good[name].clone()
+    bad[2, 1] = float("inf")
+    with pytest.raises(ValueError, match=rf"^`{name}` contains 0 NaN and 1 Inf"):
+        recurrence_spectra(**{**good, name: bad})
+    with pytest.raises(TypeError, match=rf"^`{name}` must be a torch.Tensor or numpy array"):
+        recurrence_spectra(**{**good, name: "x"})
+
+
+def test_transition_is_inferred_from_b_too():
+    # As with c above: b's 3 channels rule out the diagonal reading of a (2, 2, 2).
+    g = torch.Generator().manual_seed(3)
+    a = 0.5 * torch.rand(2, 2, 2, generator=g, dtype=torch.float64)
+    b = torch.randn(3, 2, 2, generator=g, dtype=torch.float64)
+    c = torch.randn(2, 2, generator=g, dtype=torch.float64)
+    assert torch.equal(recurrence_spectra(a, b, c), recurrence_spectra(a, b, c, transition="dense"))
+
+
+@pytest.mark.parametrize(
+    ("a_shape", "b_shape", "c_shape", "leads"),
+    [
+        ((5, 3, 3), (2, 5, 3), (3, 5, 3), "(), (2,), (3,)"),  # dense by its (L, N, N) end
+        ((4, 5, 3, 3), (1, 2, 5, 3), (5, 3), "(4,), (1, 2), ()"),
+    ],
+)
+def test_a_dense_a_whose_channels_clash_is_a_batch_error(a_shape, b_shape, c_shape, leads):
+    a, b, c = torch.full(a_shape, 0.1), torch.ones(b_shape), torch.ones(c_shape)
+    with pytest.raises(
+        ValueError, match=rf"^The leading .* do not broadcast: {re.escape(leads)}\. "
+    ):
+        recurrence_spectra(a, b, c)

@@ -41,3 +41,14 @@ def test_gram_path_scales_each_matrix_by_its_own_magnitude():
         # the Gram path's accuracy: about sqrt(eps) sigma_1 per matrix
         assert (np.abs(got[:, i - 1, :m].numpy() - expected) <= 1e-7 * sigma_1).all()
         assert (got[:, i - 1, :1].numpy() > 0).all()
+
+
+def test_auto_compares_the_inputs_precision_with_the_working_dtype():
+    g = torch.Generator().manual_seed(7)
+    T32 = torch.tril(torch.randn(2, 10, 10, generator=g))
+    # float32 input, float32 work: no precision lost to the input, so the SVD path
+    assert torch.equal(
+        spectra(T32, dtype=torch.float32), spectra(T32, method="svd", dtype=torch.float32)
+    )
+    # float32 input, float64 work: the Gram path
+    assert torch.equal(spectra(T32), spectra(T32, method="gram"))
