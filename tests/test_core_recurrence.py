@@ -359,6 +359,9 @@ def test_checkpoint_segments_are_isqrt_of_L_minus_1_plus_1(monkeypatch):
     # (4 steps each): 19 more.
     monkeypatch.setattr(recurrence_module, "_FACTOR_BYTES", 0)
     assert count_qr(monkeypatch, L=24)[0] == 46 + 19
+    # L = 10: every isqrt(9) + 1 = 4 steps (at 4, 8); segments from 8 (1 step), 4 and 0
+    # (3 steps each).
+    assert count_qr(monkeypatch, L=10)[0] == 18 + 7
 
 
 @pytest.mark.parametrize("name", ["b", "c"])

@@ -185,7 +185,6 @@ class _Chunks:
 
     def __init__(self, batch, parts, device, dtype):
         self.batch = batch
-        self.count = math.prod(batch)
         self.parts = [(x.to(device=device, dtype=dtype), tail) for x, tail in parts]
 
     def take(self, start, stop):
