@@ -223,6 +223,10 @@ def test_one_channel_per_chunk_when_one_channels_factors_exceed_the_chunk_budget
     # 2 * 64 * 16 * 8 = 16 KiB per channel: all channels fit, one chunk per thread.
     assert recurrence_module._channels_per_chunk(64, 4, 4, cpu, torch.float64) == 2
     assert recurrence_module._channels_per_chunk(64, 4, 5, cpu, torch.float64) == 3
+    # On CUDA no cap by the channels: 256 MiB / (2 * 2048 * 32^2 * 8 bytes = 32 MiB) = 8.
+    cuda = torch.device("cuda")
+    assert recurrence_module._channels_per_chunk(2048, 32, 100, cuda, torch.float64) == 8
+    assert recurrence_module._channels_per_chunk(2048, 32, 100, cuda, torch.float32) == 16
 
 
 def count_qr(monkeypatch, transition="diagonal", L=27, **kwargs):
@@ -266,10 +270,11 @@ def test_empty_batch_result_has_the_working_dtype():
     assert recurrence_spectra(a, b, c, dtype=torch.float32).dtype == torch.float32
 
 
-def test_overflow_in_one_chunk_of_several_is_the_unstable_error(two_threads):
+@pytest.mark.parametrize("N", [3, 4])
+def test_overflow_in_one_chunk_of_several_is_the_unstable_error(two_threads, N):
     # Two channels, two chunks: the second overflows float32 in its forward sweep
-    # (1e10 ** 4 > 3e38) and gives up early; the first is fine. L = 6, N = 3: K = 3.
-    L, N = 6, 3
+    # (1e10 ** 4 > 3e38) and gives up early; the first is fine. L = 6: K = 3.
+    L = 6
     a = torch.stack([torch.full((L, N), 0.5), torch.full((L, N), 1e10)]).double()
     b = c = torch.ones(L, N, dtype=torch.float64)
     with pytest.raises(
