@@ -5,14 +5,17 @@ import numpy as np
 import pytest
 import torch
 
-from ess_widgets.core import spectra
+from ess_widgets.core import spectra, spectra_ref
 
 F64 = torch.float64
 
 
 def test_a_bad_operator_is_named_T():
+    for method in ("auto", "svd", "gram"):  # "auto" reads T's dtype first
+        with pytest.raises(TypeError, match=r"^`T` must be a torch.Tensor or numpy array, got str"):
+            spectra("not an operator", method=method)
     with pytest.raises(TypeError, match=r"^`T` must be a torch.Tensor or numpy array, got str"):
-        spectra("not an operator")
+        spectra_ref("not an operator")
 
 
 def test_singular_values_past_the_float_range_are_refused_with_the_fix():
