@@ -10,7 +10,7 @@ from ess_widgets.core import spectra, spectra_ref
 F64 = torch.float64
 
 
-def test_a_bad_operator_is_named_T():
+def test_every_method_and_spectra_ref_name_T_in_type_errors():
     for method in ("auto", "svd", "gram"):  # "auto" reads T's dtype first
         with pytest.raises(TypeError, match=r"^`T` must be a torch.Tensor or numpy array, got str"):
             spectra("not an operator", method=method)
