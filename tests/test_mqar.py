@@ -14,7 +14,7 @@ from ess_widgets.models import (
     results_path,
 )
 from ess_widgets.models.mixers import FAMILIES, make_mixer
-from ess_widgets.models.registry import WEIGHTS_DIR
+from ess_widgets.models.registry import WEIGHTS_DIR, model_name
 from ess_widgets.operators import linear_attention_ref, selective_scan_ref
 from ess_widgets.tasks import IGNORE_INDEX, mqar, mqar_vocab
 
@@ -211,3 +211,60 @@ def test_recomputed_ess_matches_recorded(family):
     assert row["ess_ent"] == pytest.approx(recorded["ess_ent"], rel=1e-4)
     for col in ("ess_tol_per_kv", "ess_ent_per_kv", "tss_per_kv"):
         assert row[col] == pytest.approx(recorded[col], rel=1e-2), col
+
+
+# ------------------------------------------------------------ expansion and MLP-free blocks
+
+
+def test_s6_expansion_sets_the_channels_and_the_operator():
+    torch.manual_seed(0)
+    model = MQARModel(MQARConfig("s6", 4, 16, d_model=8, expand=2)).double()
+    assert model.num_channels == 16 and model.blocks[0].mixer.d_inner == 16
+    ids = mqar(2, num_pairs=2, seq_len=10, vocab_size=16, seed=0).inputs
+    ops = model.layer_operators(ids)
+    assert ops[0].dense().shape == (2, 16, 10, 10)  # one operator per channel: 2 x 8
+    # the forward pass applies exactly that operator: y = out_proj((T u + D u) * silu(z))
+    mixer, h = model.blocks[0].mixer, model.blocks[0].norm1(model.embed(ids))
+    u, z, *_ = mixer._parts(h)
+    y = (ops[0].dense() @ u.mT[..., None])[..., 0].mT
+    expected = mixer.out_proj((y + u * mixer.D) * F.silu(z))
+    torch.testing.assert_close(mixer(h), expected, rtol=1e-10, atol=1e-10)
+
+
+def test_block_without_mlp_is_mixer_and_residual_only():
+    torch.manual_seed(0)
+    model = MQARModel(MQARConfig("s6", 4, 16, d_model=8, mlp_ratio=0, expand=2)).double()
+    block = model.blocks[0]
+    assert block.mlp is None and block.norm2 is None
+    assert not any(".mlp." in n or ".norm2." in n for n, _ in model.named_parameters())
+    x = _x(d=8)
+    torch.testing.assert_close(block(x), x + block.mixer(block.norm1(x)))
+    # parameter count by hand: 2 blocks of (norm1, Mamba mixer) + embedding, norm, head
+    d, di, n, r, V = 8, 16, 4, 1, 16
+    mixer = d * 2 * di + (di * 4 + di) + di * (r + 2 * n) + (r * di + di) + di * d + di * n + di
+    expected = 2 * (2 * d + mixer) + V * d + 2 * d + d * V
+    assert sum(p.numel() for p in model.parameters()) == expected
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"family": "gla", "expand": 2}, "expand"),
+        ({"family": "s6", "expand": 0}, "expand"),
+        ({"family": "s6", "mlp_ratio": -1}, "mlp_ratio"),
+    ],
+)
+def test_expand_and_mlp_ratio_checked(kwargs, match):
+    family = kwargs.pop("family")
+    with pytest.raises(ValueError, match=match):
+        MQARConfig(family, 4, 16, **kwargs)
+    if "expand" in kwargs and family == "gla":
+        with pytest.raises(ValueError, match="expand"):
+            make_mixer(family, 8, 4, expand=kwargs["expand"])
+
+
+def test_builtin_names_of_the_blocks():
+    assert model_name("gla", 8, 8) == "mqar-gla-dk8-kv8"
+    assert model_name("s6", 16, 8, expand=2, mlp_ratio=0) == "mqar-mamba-ds16-kv8"
+    with pytest.raises(ValueError, match="No built-in name"):
+        model_name("la", 8, 8, mlp_ratio=0)

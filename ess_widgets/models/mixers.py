@@ -224,15 +224,18 @@ def scan(op: CausalOperator, u: torch.Tensor) -> torch.Tensor:
     return (torch.stack(states, dim=-2) * c).sum(-1)
 
 
-def make_mixer(family: str, d_model: int, state: int) -> nn.Module:
+def make_mixer(family: str, d_model: int, state: int, *, expand: int = 1) -> nn.Module:
     """A mixer of ``family`` (one of ``FAMILIES``) with state knob ``state``.
 
-    ``state`` is ``d_k`` for LA/WLA/GLA, the head size for SA, ``d_state`` for S6.
+    ``state`` is ``d_k`` for LA/WLA/GLA, the head size for SA, ``d_state`` for S6;
+    ``expand`` (S6 only) sets ``d_inner = expand * d_model``.
     """
+    if expand != 1 and family != "s6":
+        raise ValueError(f"`expand` applies to 's6' only, got {expand} for {family!r}.")
     if family in ("la", "wla", "gla"):
         return LinearAttentionMixer(d_model, state, family)
     if family == "sa":
         return SoftmaxAttentionMixer(d_model, state)
     if family == "s6":
-        return SelectiveSSMMixer(d_model, state)
+        return SelectiveSSMMixer(d_model, state, d_inner=expand * d_model)
     raise ValueError(f"`family` must be one of {FAMILIES}, got {family!r}.")

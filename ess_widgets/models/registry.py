@@ -2,6 +2,9 @@
 
 Names read ``mqar-<family>-<knob><state>-kv<num_pairs>``, e.g. ``mqar-gla-dk8-kv8``
 (``dk``: key size of LA/WLA/GLA, ``dh``: head size of SA, ``ds``: ``d_state`` of S6).
+``mqar-mamba-ds<state>-kv<num_pairs>`` are S6 models in Mamba's own block: expansion 2
+(``d_inner = 2 d_model``) and no MLP (``MQARConfig(expand=2, mlp_ratio=0)``), about the
+other families' parameter count; ``mqar-s6-*`` have expansion 1 and an MLP per block.
 The weights are safetensors files inside the package (``models/weights``), read
 offline; their header holds the config and the training record.
 """
@@ -18,12 +21,32 @@ __all__ = ["mqar_model_names", "load_mqar_model", "model_name", "WEIGHTS_DIR"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
-_KNOB = {"la": "dk", "wla": "dk", "gla": "dk", "sa": "dh", "s6": "ds"}
+_KNOB = {"la": "dk", "wla": "dk", "gla": "dk", "sa": "dh", "s6": "ds", "mamba": "ds"}
+# (expand, mlp_ratio) of the Mamba-style S6 block, named "mamba".
+MAMBA_BLOCK = (2, 0)
 
 
-def model_name(family: str, state: int, num_pairs: int) -> str:
-    """The built-in name of a model, e.g. ``model_name("gla", 8, 8) == "mqar-gla-dk8-kv8"``."""
-    return f"mqar-{family}-{_KNOB[family]}{state}-kv{num_pairs}"
+def model_name(
+    family: str, state: int, num_pairs: int, *, expand: int = 1, mlp_ratio: int = 2
+) -> str:
+    """The built-in name of a model, e.g. ``model_name("gla", 8, 8) == "mqar-gla-dk8-kv8"``.
+
+    S6 with ``expand=2, mlp_ratio=0`` (Mamba's block) is named ``mqar-mamba-...``:
+
+    >>> model_name("s6", 8, 8, expand=2, mlp_ratio=0)
+    'mqar-mamba-ds8-kv8'
+    """
+    if (expand, mlp_ratio) == (1, 2):
+        tag = family
+    elif family == "s6" and (expand, mlp_ratio) == MAMBA_BLOCK:
+        tag = "mamba"
+    else:
+        raise ValueError(
+            f"No built-in name for family {family!r} with expand={expand}, "
+            f"mlp_ratio={mlp_ratio}: names exist for expand=1, mlp_ratio=2 (every family) "
+            f"and for 's6' with expand=2, mlp_ratio=0."
+        )
+    return f"mqar-{tag}-{_KNOB[tag]}{state}-kv{num_pairs}"
 
 
 def mqar_model_names() -> list[str]:
