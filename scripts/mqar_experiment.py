@@ -10,7 +10,7 @@ entropy-ESS per layer on the first 32 of them, TSS, and ESS/kv, TSS/kv (see
 accuracy with ESS/kv (both measures) and with TSS/kv, per family and over all
 models. Writes ``ess_widgets/models/mqar_results.csv`` and
 ``ess_widgets/models/mqar_correlations.csv``. Groups: ``arch``, the name's second
-part: the five families, and ``mamba`` (S6 in Mamba's block: expansion 2, no MLP).
+part: the five families, and ``s6ng`` (S6 without the output gate ``silu(z)``).
 ``num_params`` counts every parameter of the model.
 """
 
@@ -66,6 +66,7 @@ def measure_row(name: str) -> dict:
         "vocab_size": rec["vocab_size"],
         "expand": model.cfg.expand,
         "mlp_ratio": model.cfg.mlp_ratio,
+        "gate": model.cfg.gate,
         "num_params": sum(p.numel() for p in model.parameters()),
         "train_steps": rec["steps"],
         "train_accuracy": rec["train_accuracy"],

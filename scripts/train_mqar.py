@@ -32,22 +32,18 @@ WEIGHTS = Path(__file__).resolve().parents[1] / "ess_widgets" / "models" / "weig
 SEQ_LEN, VOCAB, D_MODEL = 64, 64, 64
 BATCH, LR, WD, WARMUP, EVAL_EVERY, TARGET = 64, 3e-3, 0.1, 50, 100, 0.99
 
-# Mamba-style S6 block (models "mqar-mamba-*"): expansion 2, no MLP; see MAMBA_STEPS.
-MAMBA_EXPAND, MAMBA_MLP_RATIO, MAMBA_STEPS = 2, 0, 1000
+S6_SETTINGS = ((2, 8), (8, 8), (16, 8), (8, 4), (8, 16))
 
-# (family, state, num_pairs, max_steps, expand, mlp_ratio)
+# (family, state, num_pairs, max_steps, gate): "s6ng" models are S6 without the output gate
 GRID = [
     *(
-        (f, dk, kv, 1000, 1, 2)
+        (f, dk, kv, 1000, True)
         for f in ("la", "wla", "gla")
         for dk, kv in ((4, 8), (8, 8), (16, 8), (8, 4), (8, 16))
     ),
-    *(("sa", 16, kv, 600, 1, 2) for kv in (4, 8, 16)),
-    *(("s6", n, kv, 1000, 1, 2) for n, kv in ((2, 8), (8, 8), (16, 8), (8, 4), (8, 16))),
-    *(
-        ("s6", n, kv, MAMBA_STEPS, MAMBA_EXPAND, MAMBA_MLP_RATIO)
-        for n, kv in ((2, 8), (8, 8), (16, 8), (8, 4), (8, 16))
-    ),
+    *(("sa", 16, kv, 600, True) for kv in (4, 8, 16)),
+    *(("s6", n, kv, 1000, True) for n, kv in S6_SETTINGS),
+    *(("s6", n, kv, 1000, False) for n, kv in S6_SETTINGS),
 ]
 
 
@@ -57,8 +53,7 @@ def train_one(
     num_pairs,
     max_steps,
     *,
-    expand=1,
-    mlp_ratio=2,
+    gate=True,
     seed=0,
     out=WEIGHTS,
     log=print,
@@ -71,8 +66,7 @@ def train_one(
         seq_len=SEQ_LEN,
         vocab_size=VOCAB,
         d_model=D_MODEL,
-        expand=expand,
-        mlp_ratio=mlp_ratio,
+        gate=gate,
         steps=max_steps,
         batch=BATCH,
         lr=LR,
@@ -84,7 +78,7 @@ def train_one(
     )
     model, rec = train(cfg, log=log)
     step, acc, seconds = rec["steps_run"], rec["train_accuracy"], rec["train_seconds"]
-    name = model_name(family, state, num_pairs, expand=expand, mlp_ratio=mlp_ratio)
+    name = model_name(family, state, num_pairs, gate=gate)
     record = {
         "name": name,
         "family": family,
@@ -98,8 +92,7 @@ def train_one(
         "train_accuracy": round(acc, 4),
         "train_seconds": seconds,
         "train_cpu_seconds": rec["train_cpu_seconds"],
-        "expand": expand,
-        "mlp_ratio": mlp_ratio,
+        "gate": gate,
         "num_params": rec["num_params"],
         # the training options of ``training.train`` these models use
         "task": "mqar",
@@ -124,8 +117,8 @@ def main(argv=None):
     if manifest.exists():
         with open(manifest) as f:
             rows = {r["name"]: r for r in csv.DictReader(f)}
-    order = [model_name(f, s, k, expand=e, mlp_ratio=m) for f, s, k, _, e, m in GRID]
-    for (family, state, kv, steps, expand, mlp_ratio), name in zip(GRID, order):
+    order = [model_name(f, s, k, gate=g) for f, s, k, _, g in GRID]
+    for (family, state, kv, steps, gate), name in zip(GRID, order):
         if args.only and name not in args.only:
             continue
         print(name, flush=True)
@@ -134,14 +127,13 @@ def main(argv=None):
             state,
             kv,
             args.steps or steps,
-            expand=expand,
-            mlp_ratio=mlp_ratio,
+            gate=gate,
             out=args.out,
         )
         print(f"  -> acc {rec['train_accuracy']} in {rec['train_seconds']} s", flush=True)
         rows[name] = rec
         with open(manifest, "w", newline="") as f:
-            # older rows lack the newer columns (expand, mlp_ratio, num_params): left empty
+            # older rows lack the newer columns (gate, num_params, train_cpu_seconds): left empty
             writer = csv.DictWriter(f, fieldnames=list(rec))
             writer.writeheader()
             for key in sorted(rows, key=lambda n: order.index(n) if n in order else 99):

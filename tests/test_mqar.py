@@ -263,8 +263,25 @@ def test_expand_and_mlp_ratio_checked(kwargs, match):
             make_mixer(family, 8, 4, expand=kwargs["expand"])
 
 
+def test_s6_without_gate_is_operator_plus_skip():
+    torch.manual_seed(0)
+    mixer = make_mixer("s6", 8, 4, gate=False).double()
+    assert mixer.in_proj.out_features == mixer.d_inner  # no z half
+    x = _x()
+    u, z, _, _, _ = mixer._parts(x)
+    assert z is None
+    y = (mixer.operator(x).dense() @ u.mT[..., None])[..., 0].mT
+    torch.testing.assert_close(mixer(x), mixer.out_proj(y + u * mixer.D), rtol=1e-10, atol=1e-10)
+    with pytest.raises(ValueError, match="gate"):
+        MQARConfig("gla", 4, 16, gate=False)
+    with pytest.raises(TypeError, match="gate"):
+        MQARConfig("s6", 4, 16, gate=0)
+
+
 def test_builtin_names_of_the_blocks():
     assert model_name("gla", 8, 8) == "mqar-gla-dk8-kv8"
-    assert model_name("s6", 16, 8, expand=2, mlp_ratio=0) == "mqar-mamba-ds16-kv8"
+    assert model_name("s6", 16, 8, gate=False) == "mqar-s6ng-ds16-kv8"
     with pytest.raises(ValueError, match="No built-in name"):
         model_name("la", 8, 8, mlp_ratio=0)
+    with pytest.raises(ValueError, match="No built-in name"):
+        model_name("gla", 8, 8, gate=False)

@@ -330,15 +330,16 @@ def test_paper_experiment_quick_run(tmp_path, experiment):
         assert meta["training"]["task"] == frame.task[0]
 
 
-def test_train_mqar_script_writes_a_mamba_block_model(tmp_path, monkeypatch):
-    # The MQAR grid's Mamba-style S6 models (expansion 2, no MLP), at a tiny size.
+def test_train_mqar_script_writes_an_ungated_s6_model(tmp_path, monkeypatch):
+    # The MQAR grid's S6 models without the output gate ("s6ng"), at a tiny size.
     script = _script("train_mqar")
     for name, value in {"SEQ_LEN": 10, "VOCAB": 16, "D_MODEL": 8, "BATCH": 4}.items():
         monkeypatch.setattr(script, name, value)
-    rec = script.train_one("s6", 2, 2, 3, expand=2, mlp_ratio=0, out=tmp_path)
-    assert rec["name"] == "mqar-mamba-ds2-kv2" and rec["steps"] == 3
-    model, meta = load_model_file(tmp_path / "mqar-mamba-ds2-kv2.safetensors")
-    assert (model.cfg.expand, model.cfg.mlp_ratio, model.num_channels) == (2, 0, 16)
+    rec = script.train_one("s6", 2, 2, 3, gate=False, out=tmp_path)
+    assert rec["name"] == "mqar-s6ng-ds2-kv2" and rec["steps"] == 3
+    model, meta = load_model_file(tmp_path / "mqar-s6ng-ds2-kv2.safetensors")
+    assert (model.cfg.gate, model.cfg.expand, model.num_channels) == (False, 1, 8)
+    assert meta["training"]["gate"] is False
     assert meta["training"]["num_params"] == sum(p.numel() for p in model.parameters())
     assert meta["training"]["train_cpu_seconds"] >= 0
 
@@ -349,7 +350,7 @@ def test_mqar_experiment_script_measures_only_the_named_models(tmp_path):
     results = pd.read_csv(tmp_path / "mqar_results.csv")
     assert list(results.name) == ["mqar-la-dk16-kv8"]
     row = results.iloc[0]
-    assert (row.arch, row.expand, row.mlp_ratio) == ("la", 1, 2)
+    assert (row.arch, row.expand, row.mlp_ratio, row.gate) == ("la", 1, 2, True)
     model = MQARModel(MQARConfig("la", 16, 64, d_model=64))
     assert row.num_params == sum(p.numel() for p in model.parameters())
     assert 0.9 < row.accuracy <= 1 and row.tss == 16

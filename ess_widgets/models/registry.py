@@ -2,9 +2,9 @@
 
 Names read ``mqar-<family>-<knob><state>-kv<num_pairs>``, e.g. ``mqar-gla-dk8-kv8``
 (``dk``: key size of LA/WLA/GLA, ``dh``: head size of SA, ``ds``: ``d_state`` of S6).
-``mqar-mamba-ds<state>-kv<num_pairs>`` are S6 models in Mamba's own block: expansion 2
-(``d_inner = 2 d_model``) and no MLP (``MQARConfig(expand=2, mlp_ratio=0)``), about the
-other families' parameter count; ``mqar-s6-*`` have expansion 1 and an MLP per block.
+``mqar-s6ng-ds<state>-kv<num_pairs>`` are S6 models without Mamba's output gate
+``silu(z)`` (``MQARConfig(gate=False)``): the same block as the other families
+(expansion 1, an MLP) and about their parameter count; ``mqar-s6-*`` keep the gate.
 The weights are safetensors files inside the package (``models/weights``), read
 offline; their header holds the config and the training record.
 """
@@ -21,31 +21,32 @@ __all__ = ["mqar_model_names", "load_mqar_model", "model_name", "WEIGHTS_DIR"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
-_KNOB = {"la": "dk", "wla": "dk", "gla": "dk", "sa": "dh", "s6": "ds", "mamba": "ds"}
-# (expand, mlp_ratio) of the Mamba-style S6 block, named "mamba".
-MAMBA_BLOCK = (2, 0)
+_KNOB = {"la": "dk", "wla": "dk", "gla": "dk", "sa": "dh", "s6": "ds", "s6ng": "ds"}
 
 
 def model_name(
-    family: str, state: int, num_pairs: int, *, expand: int = 1, mlp_ratio: int = 2
+    family: str,
+    state: int,
+    num_pairs: int,
+    *,
+    expand: int = 1,
+    mlp_ratio: int = 2,
+    gate: bool = True,
 ) -> str:
     """The built-in name of a model, e.g. ``model_name("gla", 8, 8) == "mqar-gla-dk8-kv8"``.
 
-    S6 with ``expand=2, mlp_ratio=0`` (Mamba's block) is named ``mqar-mamba-...``:
+    S6 without its output gate is ``s6ng``:
 
-    >>> model_name("s6", 8, 8, expand=2, mlp_ratio=0)
-    'mqar-mamba-ds8-kv8'
+    >>> model_name("s6", 8, 8, gate=False)
+    'mqar-s6ng-ds8-kv8'
     """
-    if (expand, mlp_ratio) == (1, 2):
-        tag = family
-    elif family == "s6" and (expand, mlp_ratio) == MAMBA_BLOCK:
-        tag = "mamba"
-    else:
+    if (expand, mlp_ratio) != (1, 2) or (not gate and family != "s6"):
         raise ValueError(
             f"No built-in name for family {family!r} with expand={expand}, "
-            f"mlp_ratio={mlp_ratio}: names exist for expand=1, mlp_ratio=2 (every family) "
-            f"and for 's6' with expand=2, mlp_ratio=0."
+            f"mlp_ratio={mlp_ratio}, gate={gate}: names exist for expand=1, mlp_ratio=2 "
+            "(every family, and 's6' with gate=False)."
         )
+    tag = family if gate else "s6ng"
     return f"mqar-{tag}-{_KNOB[tag]}{state}-kv{num_pairs}"
 
 

@@ -101,8 +101,9 @@ HELD_OUT, HELD_OUT_SEED = 256, 10_000
 class TrainConfig:
     """What to train and how (see the module docstring for each option).
 
-    ``expand`` (S6 only: ``d_inner = expand * d_model``) and ``mlp_ratio`` (0: blocks
-    without an MLP, as in Mamba) are ``MQARConfig``'s. ``steps`` is the maximum;
+    ``expand`` (S6 only: ``d_inner = expand * d_model``), ``gate`` (S6 only: Mamba's
+    output gate) and ``mlp_ratio`` (0: blocks without an MLP, as in Mamba) are
+    ``MQARConfig``'s. ``steps`` is the maximum;
     training stops early once the held-out accuracy reaches ``target`` (evaluated
     every ``eval_every`` steps). AdamW with linear
     warmup over ``warmup`` steps then a cosine to 0 over ``steps``; gradients
@@ -119,6 +120,7 @@ class TrainConfig:
     num_layers: int = 2
     expand: int = 1
     mlp_ratio: int = 2
+    gate: bool = True
     steps: int = 1000
     batch: int = 64
     lr: float = 3e-3
@@ -348,6 +350,7 @@ def train(cfg: TrainConfig, *, teacher: MQARModel | None = None, log=print):
             cfg.num_layers,
             mlp_ratio=cfg.mlp_ratio,
             expand=cfg.expand,
+            gate=cfg.gate,
         )
     )
     apply_init(model, cfg.init)
