@@ -280,8 +280,9 @@ def test_s6_without_gate_is_operator_plus_skip():
 
 def test_builtin_names_of_the_blocks():
     assert model_name("gla", 8, 8) == "mqar-gla-dk8-kv8"
-    assert model_name("s6", 16, 8, gate=False) == "mqar-s6ng-ds16-kv8"
+    assert model_name("s6", 16, 8, expand=2, mlp_ratio=0, gate=False) == "mqar-s6ng-ds16-kv8"
     with pytest.raises(ValueError, match="No built-in name"):
         model_name("la", 8, 8, mlp_ratio=0)
-    with pytest.raises(ValueError, match="No built-in name"):
-        model_name("gla", 8, 8, gate=False)
+    for kwargs in ({"gate": False}, {"expand": 2, "mlp_ratio": 0}):
+        with pytest.raises(ValueError, match="No built-in name"):
+            model_name("s6", 8, 8, **kwargs)

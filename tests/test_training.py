@@ -331,14 +331,15 @@ def test_paper_experiment_quick_run(tmp_path, experiment):
 
 
 def test_train_mqar_script_writes_an_ungated_s6_model(tmp_path, monkeypatch):
-    # The MQAR grid's S6 models without the output gate ("s6ng"), at a tiny size.
+    # The MQAR grid's "s6ng" models (Mamba's block without the output gate), at a tiny size.
     script = _script("train_mqar")
     for name, value in {"SEQ_LEN": 10, "VOCAB": 16, "D_MODEL": 8, "BATCH": 4}.items():
         monkeypatch.setattr(script, name, value)
-    rec = script.train_one("s6", 2, 2, 3, gate=False, out=tmp_path)
+    rec = script.train_one("s6", 2, 2, 3, block=script.S6NG, out=tmp_path)
     assert rec["name"] == "mqar-s6ng-ds2-kv2" and rec["steps"] == 3
     model, meta = load_model_file(tmp_path / "mqar-s6ng-ds2-kv2.safetensors")
-    assert (model.cfg.gate, model.cfg.expand, model.num_channels) == (False, 1, 8)
+    assert (model.cfg.gate, model.cfg.expand, model.cfg.mlp_ratio) == (False, 2, 0)
+    assert model.num_channels == 16 and model.blocks[0].mlp is None
     assert meta["training"]["gate"] is False
     assert meta["training"]["num_params"] == sum(p.numel() for p in model.parameters())
     assert meta["training"]["train_cpu_seconds"] >= 0

@@ -17,13 +17,16 @@ the map the model runs:
   (init ``A_log = 0``, i.e. ``A = -1``: slower than S4D-real's ``-(1..N)``),
   ``B, C = W_B x, W_C x`` (their rows of ``x_proj`` start 16x PyTorch's default,
   at O(1): otherwise the model stays at chance on MQAR within the CPU budget), one
-  operator per channel of the ``d_inner = d_model`` channels (expansion 1, to keep
-  CPU training short). The output is the recurrence ``op.recurrence = (a, b, c)``
-  run step by step (``x_t = a_t * x_(t-1) + b_t u_t``,
+  operator per channel of the ``d_inner = expand * d_model`` channels (``expand`` 1
+  by default, to keep CPU training short; Mamba uses 2). The output is the
+  recurrence ``op.recurrence = (a, b, c)`` run step by step (``x_t = a_t * x_(t-1) + b_t u_t``,
   ``y_t = c_t . x_t``), which equals ``op.dense() @ u`` (tested) at O(L N) instead
   of O(L^2 N) per channel. TSS per channel: ``d_state``; the skip ``D u`` and the
   gate ``silu(z)`` sit outside the operator (the diagonal and a row scaling,
-  docs/definitions.md, the operator view).
+  docs/definitions.md, the operator view). ``gate=False`` drops the gate: with it,
+  S6 stays on MQAR at a plateau where it outputs one of the sequence's values
+  without binding it to its key (accuracy ~0.2 with 8 pairs, at expansion 1 or 2);
+  without it, it learns (scripts/train_mqar.py, the ``s6ng`` models).
 
 All mixers apply a short causal depthwise convolution (kernel 4) to their input
 first, as in Mamba and the Zoology MQAR baselines: it lets a layer see the previous
