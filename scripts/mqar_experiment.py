@@ -54,7 +54,8 @@ def correlations(results: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def measure_row(name: str) -> dict:
+def describe(name: str):
+    """``(model, record, row)``: the model and the columns that need no measurement."""
     model, rec = load_mqar_model(name, with_record=True)
     row = {
         "name": name,
@@ -71,6 +72,11 @@ def measure_row(name: str) -> dict:
         "train_steps": rec["steps"],
         "train_accuracy": rec["train_accuracy"],
     }
+    return model, rec, row
+
+
+def measure_row(name: str) -> dict:
+    model, rec, row = describe(name)
     row.update(
         measure_model(
             model,
@@ -94,15 +100,16 @@ def main(argv=None):
     if args.only and (args.out / "mqar_results.csv").exists():
         old = pd.read_csv(args.out / "mqar_results.csv")
         kept = {r["name"]: r for r in old.to_dict("records")}
-    rows = []
+    rows, columns = [], None
     for name in mqar_model_names():
         if args.only and name not in args.only:
-            if name in kept:
-                rows.append(kept[name])
+            if name in kept:  # its measurements as they were; the descriptive columns anew
+                rows.append({**kept[name], **describe(name)[2]})
             continue
         start = time.time()
         row = measure_row(name)
         rows.append(row)
+        columns = list(row)
         print(
             f"{name:22s} acc {row['accuracy']:.3f} ESS(tol) {row['ess_tol']:.2f} "
             f"ESS(ent) {row['ess_ent']:.2f} TSS {row['tss']:.1f} {row['regime']} "
@@ -110,6 +117,8 @@ def main(argv=None):
             flush=True,
         )
     results = pd.DataFrame(rows)
+    if columns:  # the column order of a freshly measured row
+        results = results[columns + [c for c in results.columns if c not in columns]]
     args.out.mkdir(parents=True, exist_ok=True)
     results.round(6).to_csv(args.out / "mqar_results.csv", index=False)
     corr = correlations(results)

@@ -355,3 +355,9 @@ def test_mqar_experiment_script_measures_only_the_named_models(tmp_path):
     model = MQARModel(MQARConfig("la", 16, 64, d_model=64))
     assert row.num_params == sum(p.numel() for p in model.parameters())
     assert 0.9 < row.accuracy <= 1 and row.tss == 16
+    # a second run measures its model and keeps the first one's row as it was
+    script.main(["--only", "mqar-la-dk8-kv4", "--out", str(tmp_path)])
+    again = pd.read_csv(tmp_path / "mqar_results.csv").set_index("name")
+    assert set(again.index) == {"mqar-la-dk16-kv8", "mqar-la-dk8-kv4"}
+    assert again.loc["mqar-la-dk16-kv8", "accuracy"] == row.accuracy
+    assert list(again.reset_index().columns) == list(results.columns)
