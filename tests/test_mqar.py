@@ -1,5 +1,7 @@
 """MQAR: the generator, the mixers (forward == operators), the shipped models."""
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 import torch
@@ -298,3 +300,71 @@ def test_builtin_names_of_the_blocks():
     for kwargs in ({"gate": False}, {"expand": 2, "mlp_ratio": 0}):
         with pytest.raises(ValueError, match="No built-in name"):
             model_name("s6", 8, 8, **kwargs)
+
+
+# ------------------------------------------------------------ the README's MQAR numbers
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+
+def _corr(frame, measure):
+    stats = pytest.importorskip("scipy.stats")
+    x, y = frame[measure], frame["accuracy"]
+    return stats.spearmanr(x, y)[0], stats.pearsonr(x, y)[0]
+
+
+def test_shipped_correlations_recomputed_from_the_results():
+    corr = pd.read_csv(results_path("correlations")).set_index(["group", "measure"])
+    frame = RESULTS.reset_index()
+    for group, sub in [("all", frame), *frame.groupby("arch")]:
+        for measure in ("ess_tol_per_kv", "ess_ent_per_kv", "tss_per_kv"):
+            if sub[measure].nunique() < 2:
+                continue
+            spearman, pearson = _corr(sub, measure)
+            row = corr.loc[(group, measure)]
+            assert row.n == len(sub)
+            assert row.spearman == pytest.approx(spearman, abs=1e-4), (group, measure)
+            assert row.pearson == pytest.approx(pearson, abs=1e-4), (group, measure)
+
+
+def test_readme_mqar_numbers_recomputed():
+    frame = RESULTS.reset_index()
+    quoted = {  # (subset, measure) -> (Spearman, Pearson) as the README prints them
+        ("all", "ess_tol_per_kv"): ("0.74", "0.61"),
+        ("all", "ess_ent_per_kv"): ("0.80", "0.66"),
+        ("all", "tss_per_kv"): ("0.63", "0.29"),
+        ("no gated s6", "ess_tol_per_kv"): ("0.69", "0.51"),
+        ("no gated s6", "ess_ent_per_kv"): ("0.70", "0.53"),
+        ("no gated s6", "tss_per_kv"): ("0.75", "0.30"),
+        ("s6ng", "ess_tol_per_kv"): ("0.90", "0.75"),
+        ("s6ng", "tss_per_kv"): ("0.87", "0.70"),
+    }
+    subsets = {
+        "all": frame,
+        "no gated s6": frame[frame.arch != "s6"],
+        "s6ng": frame[frame.arch == "s6ng"],
+    }
+    assert len(frame) == 28 and len(subsets["no gated s6"]) == 23
+    for (subset, measure), expected in quoted.items():
+        got = tuple(f"{v:.2f}" for v in _corr(subsets[subset], measure))
+        assert got == expected, (subset, measure)
+    section = README.split("## MQAR: ESS versus accuracy", 1)[1].split("\n## ", 1)[0]
+    for text in (
+        "Spearman 0.74 / Pearson 0.61",
+        "0.80 / 0.66",
+        "0.63 / 0.29",
+        "Spearman 0.69 (tolerance) and 0.70 (entropy) against 0.75",
+        "Pearson 0.51 and 0.53 against 0.30",
+        "`s6ng` 0.90 / 0.75 vs 0.87 / 0.70",
+    ):
+        assert text in section, text
+    # accuracies quoted for the s6ng models, and the gated S6 range
+    ng = frame[frame.arch == "s6ng"].set_index(["state", "num_pairs"]).accuracy
+    assert [f"{ng[(16, 8)]:.2f}", f"{ng[(8, 8)]:.2f}", f"{ng[(2, 8)]:.2f}"] == [
+        "0.99",
+        "0.90",
+        "0.55",
+    ]
+    assert [f"{ng[(8, 4)]:.2f}", f"{ng[(8, 16)]:.2f}"] == ["0.99", "0.96"]
+    s6 = frame[frame.arch == "s6"].accuracy
+    assert f"{s6.min():.2f}-{s6.max():.2f}" == "0.14-0.29" and "0.14-0.29" in section
