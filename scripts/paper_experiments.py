@@ -210,8 +210,11 @@ def run_init(out: Path, quick: bool):
 
 
 def teachers() -> list[str]:
+    # The models with the student's block (an MLP per block, whose weights the student
+    # takes over frozen): not the MLP-free s6ng models.
     manifest = pd.read_csv(WEIGHTS_DIR / "manifest.csv")
-    return manifest[manifest.num_pairs == 8]["name"].tolist()
+    plain = ~manifest["name"].str.startswith("mqar-s6ng-")
+    return manifest[(manifest.num_pairs == 8) & plain]["name"].tolist()
 
 
 def run_distill(out: Path, quick: bool):

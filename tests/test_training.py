@@ -282,6 +282,20 @@ def test_distillation_checks_shapes():
         )
     with pytest.raises(ValueError, match="exactly when"):
         train(TrainConfig("la", 2, steps=1), teacher=teacher)
+    # an MLP-free teacher (the s6ng block) has no MLPs to give a student with MLPs
+    mlp_free = MQARModel(MQARConfig("s6", 2, 16, d_model=8, expand=2, mlp_ratio=0, gate=False))
+    with pytest.raises(ValueError, match="mlp_ratio"):
+        train(
+            TrainConfig("la", 2, d_model=8, vocab_size=16, distill="mixer", steps=1),
+            teacher=mlp_free,
+            log=None,
+        )
+
+
+def test_distillation_teachers_are_the_plain_block_models_with_8_pairs():
+    names = _script("paper_experiments").teachers()
+    assert len(names) == 13 and not any(n.startswith("mqar-s6ng-") for n in names)
+    assert names == list(pd.read_csv(ROOT / "ess_widgets/models/paper/distill_results.csv").teacher)
 
 
 def test_mixer_distillation_reduces_the_error():

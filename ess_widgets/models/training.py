@@ -367,6 +367,11 @@ def train(cfg: TrainConfig, *, teacher: MQARModel | None = None, log=print):
                 f"{tc.vocab_size}; the student {cfg.d_model}, {cfg.num_layers}, "
                 f"{cfg.vocab_size}: they must match."
             )
+        if cfg.distill == "mixer" and tc.mlp_ratio != cfg.mlp_ratio:
+            raise ValueError(
+                f"Mixer distillation gives the student the teacher's MLPs: the teacher has "
+                f"mlp_ratio {tc.mlp_ratio}, the student {cfg.mlp_ratio}; they must match."
+            )
         for p in teacher.parameters():
             p.requires_grad_(False)
     if cfg.distill == "mixer":
