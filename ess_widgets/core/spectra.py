@@ -7,6 +7,8 @@ Two ways to the same numbers:
   ``method="gram"`` takes eigenvalues of the smaller Gram matrix of each block
   (``H^T H`` left of the middle, ``H H^T`` right of it), chained from the
   middle outwards by small matrix products (O(L^3) for all of them).
+- ``iter_spectra``: the rows of ``spectra``, split by split, for callers that
+  show them as they come and may stop early.
 
 Shapes: ``T`` is ``(..., L, L)``; results are ``(..., S, K)`` with ``K = L // 2``
 and one row per requested split (all ``L - 1`` by default, row ``i-1`` holding
@@ -16,6 +18,9 @@ the singular values of ``T[..., i:, :i]``), descending, zero-padded past
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
+
 import torch
 
 from . import _batched
@@ -23,7 +28,7 @@ from ._compute import resolve_device, resolve_dtype, split_workers
 from ._validation import as_tensor, check_operator
 from .splits import normalize_splits
 
-__all__ = ["spectra", "spectra_ref"]
+__all__ = ["spectra", "spectra_ref", "iter_spectra"]
 
 METHODS = ("auto", "svd", "gram")
 
@@ -155,6 +160,7 @@ def spectra(
     See Also
     --------
     spectra_ref : the one-SVD-per-split reference this function is tested against.
+    iter_spectra : the same rows one split at a time (stop whenever).
     recurrence_spectra : the same numbers for a recurrence, without forming T.
     normalize_splits : the accepted forms of ``splits``.
     tolerance_ess, entropy_ess : ESS from these spectra.
@@ -171,13 +177,7 @@ def spectra(
     >>> spectra(T, splits=[3, 1])[:, 0]
     tensor([3.0000, 2.2361], dtype=torch.float64)
     """
-    if method not in METHODS:
-        raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
-    if method == "auto":
-        given = as_tensor(T, "T")
-        lower_precision = torch.finfo(given.dtype).eps > torch.finfo(resolve_dtype(dtype)).eps
-        method = "gram" if lower_precision else "svd"
-    _, t, out_device = _prepare(T, dtype, device, check_causal, method)
+    method, t, out_device = _setup(T, method, dtype, device, check_causal)
     L = t.shape[-1]
     chosen = normalize_splits(splits, L)
     out = t.new_zeros(*t.shape[:-2], len(chosen), L // 2)
@@ -186,15 +186,7 @@ def spectra(
     rows: dict[int, list[int]] = {}
     for row, i in enumerate(chosen):
         rows.setdefault(i, []).append(row)
-    scale_exponent = None
-    if method == "svd":
-        work, items = _svdvals, ((i, t[..., i:, :i]) for i in sorted(rows))
-    else:
-        # An exact power-of-two scaling puts max |T| in [0.5, 1): squares then
-        # neither underflow (1e-200) nor overflow (1e300).
-        scale_exponent = torch.frexp(t.abs().amax(dim=(-2, -1))).exponent
-        scaled = times_pow2(t, -scale_exponent[..., None, None])
-        work, items = _sqrt_eigvalsh, _gram_items(scaled, set(rows))
+    work, items, scaled, scale_exponent = _plan(t, method, set(rows))
     if method == "gram" and _batched.use_batched(t.device):
         # One batched eigensolve per size class instead of one solve per split.
         results = _batched.batched_gram_spectra(
@@ -213,6 +205,132 @@ def spectra(
         out = times_pow2(out, scale_exponent[..., None, None])
     check_finite_result(out, "T")
     return out.to(out_device)
+
+
+def iter_spectra(
+    T, *, splits=None, method="auto", dtype=None, device=None, check_causal=True
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """Yield ``(i, sigma)`` split by split: the rows of ``spectra`` as they are computed.
+
+    For callers that show results as they come and may stop early (the Explorer
+    refines a view this way): the input is checked and prepared once, the Gram
+    matrices are chained once, and the consumer can stop between any two yields
+    (close the generator, or drop it). At most ``2 * torch.get_num_threads()``
+    splits are computed ahead of what was consumed; nothing runs between yields.
+
+    Parameters
+    ----------
+    T, splits, method, dtype, device, check_causal
+        As in ``spectra``.
+
+    Yields
+    ------
+    i : int
+        A requested split, each distinct split once, outwards from the middle
+        split (alternating sides), the order the Gram chain builds them in.
+    sigma : torch.Tensor, shape (..., L // 2)
+        Equal bit for bit to the row of split ``i`` in ``spectra(T, splits=...,
+        method=..., dtype=...)`` on the CPU (the same operations on the same
+        numbers); on CUDA one solve per split, equal to the batched path of
+        ``spectra`` to rounding.
+
+    Raises
+    ------
+    ValueError
+        As ``spectra``; bad input before the first yield.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from ess_widgets.core import iter_spectra
+    >>> T = torch.tril(torch.ones(6, 6, dtype=torch.float64))
+    >>> [(i, round(float(s[0]), 4)) for i, s in iter_spectra(T, splits=[1, 3, 5])]
+    [(3, 3.0), (5, 2.2361), (1, 2.2361)]
+    """
+    method, t, out_device = _setup(T, method, dtype, device, check_causal)
+    L = t.shape[-1]
+    wanted = set(normalize_splits(splits, L))
+    return _iter_rows(t, method, wanted, out_device)
+
+
+def _iter_rows(t, method, wanted, out_device):
+    # A generator apart from iter_spectra, so that bad input raises at the call.
+    L = t.shape[-1]
+    if t.numel() == 0:
+        for i in _outwards(wanted, L):
+            yield i, t.new_zeros(*t.shape[:-2], L // 2).to(out_device)
+        return
+    work, items, _, scale_exponent = _plan(t, method, wanted, outwards=True)
+    ahead = 2 * max(torch.get_num_threads(), 1)
+    while True:
+        # The pool (and the one-thread setting it needs) lives only while a batch
+        # computes: nothing is in flight while the consumer holds a row.
+        with split_workers(t.device) as imap:
+            done = list(imap(work, itertools.islice(items, ahead)))
+        if not done:
+            return
+        for i, s in done:
+            row = t.new_zeros(*t.shape[:-2], L // 2)
+            row[..., : min(i, L - i)] = s
+            if scale_exponent is not None:
+                row = times_pow2(row, scale_exponent[..., None])
+            check_finite_result(row, "T")
+            yield i, row.to(out_device)
+
+
+def _setup(T, method, dtype, device, check_causal):
+    """``(method, t, out_device)``: the method chosen, ``T`` checked and converted to
+    the working dtype and device, and the device to return results on."""
+    if method not in METHODS:
+        raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
+    if method == "auto":
+        given = as_tensor(T, "T")
+        lower_precision = torch.finfo(given.dtype).eps > torch.finfo(resolve_dtype(dtype)).eps
+        method = "gram" if lower_precision else "svd"
+    _, t, out_device = _prepare(T, dtype, device, check_causal, method)
+    return method, t, out_device
+
+
+def _plan(t, method, wanted, outwards=False):
+    """``(work, items, scaled, scale_exponent)``: ``work(item)`` gives ``(i, sigma)``
+    for each of ``items``; for the Gram path ``sigma`` is of ``scaled`` = ``t`` times
+    ``2 ** -scale_exponent`` (one exponent per matrix), else both are None.
+
+    ``outwards``: items from the middle split outwards, alternating sides (else the
+    left side, then the right side). The order changes no value.
+    """
+    L = t.shape[-1]
+    if method == "svd":
+        order = _outwards(wanted, L) if outwards else sorted(wanted)
+        return _svdvals, ((i, t[..., i:, :i]) for i in order), None, None
+    # An exact power-of-two scaling puts max |T| in [0.5, 1): squares then
+    # neither underflow (1e-200) nor overflow (1e300).
+    scale_exponent = torch.frexp(t.abs().amax(dim=(-2, -1))).exponent
+    scaled = times_pow2(t, -scale_exponent[..., None, None])
+    if outwards:
+        items = _alternate(*_gram_sides(scaled, wanted))
+    else:
+        items = _gram_items(scaled, wanted)
+    return _sqrt_eigvalsh, items, scaled, scale_exponent
+
+
+def _outwards(wanted, L):
+    """The splits of ``wanted`` from the middle outwards, alternating sides."""
+    half = L // 2
+    left = sorted((i for i in wanted if i <= half), reverse=True)
+    right = sorted(i for i in wanted if i > half)
+    return list(_alternate(iter(left), iter(right)))
+
+
+def _alternate(first, second):
+    """Items of two iterators in turn, then the rest of the longer one."""
+    for pair in itertools.zip_longest(first, second, fillvalue=_DONE):
+        for item in pair:
+            if item is not _DONE:
+                yield item
+
+
+_DONE = object()
 
 
 def _fill(out, rows, L, results):
