@@ -4,6 +4,8 @@ Each requested row is compared with ``torch.equal`` (bit for bit) to the same
 split's row of the full result, and with an independent numpy SVD of the block.
 """
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -319,3 +321,28 @@ def test_iter_spectra_empty_batch():
     got = list(iter_spectra(torch.zeros(0, 6, 6, dtype=F64), splits=[4, 1]))
     assert [i for i, _ in got] == [1, 4]
     assert all(row.shape == (0, 3) for _, row in got)
+
+
+@pytest.mark.parametrize("L", [17, 40, 64, 71])
+def test_gram_rows_equal_full_rows_for_random_subsets(L):
+    # every split sits somewhere between two chained Gram matrices: any subset, any L
+    T = causal((2, L, L), 30 + L, dtype=torch.float32)
+    full = spectra(T, method="gram")
+    g = torch.Generator().manual_seed(L)
+    for _ in range(4):
+        chosen = torch.randperm(L - 1, generator=g)[: int(torch.randint(1, 9, (1,), generator=g))]
+        chosen = [int(i) + 1 for i in chosen]
+        part = spectra(T, method="gram", splits=chosen)
+        assert torch.equal(part, full[:, [i - 1 for i in chosen]])
+
+
+def test_a_stride_of_eight_asks_for_chained_gram_matrices_only():
+    # Splits 1, 9, 17, ... and the middle ones are chained: none needs an extra
+    # product (``block`` is None), so a stride of 8 costs its eigenvalues and the chain.
+    spectra_module = sys.modules["ess_widgets.core.spectra"]
+    for L in (64, 100, 512):
+        t = torch.zeros(L, L, dtype=F64)
+        wanted = set(range(1, L, 8)) | {L // 2, L // 2 + 1}
+        items = list(spectra_module._gram_items(t, wanted))
+        assert sorted(i for i, _, _ in items) == sorted(wanted)
+        assert all(block is None for _, _, block in items)

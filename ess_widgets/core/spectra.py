@@ -110,9 +110,12 @@ def spectra(
         or the splits themselves, in the order wanted. Each row equals the row of
         the same split in the full computation bit for bit on the CPU (same path,
         same precision; the batched CUDA path to rounding), and the cost grows
-        with the number of splits asked (``method="gram"`` also chains every 8th
-        Gram matrix from the middle to the furthest split asked: O(L^3) matrix
-        products, about the cost of one or two middle splits' eigenvalues).
+        with the number of splits asked (``method="gram"`` also chains the Gram
+        matrices of the middle splits and of the splits ``1, 9, 17, ...`` from the
+        middle to the furthest split asked: O(L^3) memory-bound matrix products,
+        about one middle split's eigenvalues; a stride that is a multiple of 8
+        asks for chained matrices only). To show rows as they come, and stop
+        early, see ``iter_spectra``.
     method : {"auto", "svd", "gram"}, default "auto"
         ``"svd"``: an SVD of every block, exact to the working precision.
         ``"gram"``: eigenvalues of the smaller Gram matrix of every block; about
@@ -362,8 +365,10 @@ def _svdvals(item):
     return i, torch.linalg.svdvals(block)
 
 
-# Gram matrices of every GRAM_STEP-th split are chained from the middle outwards;
-# the others are built from the nearest one nearer the middle by one small matmul.
+# The Gram matrices of the middle splits and of every split 1 + k * GRAM_STEP are
+# chained from the middle outwards ("anchors"); every other split's is built from the
+# nearest anchor nearer the middle by one small matmul. Strides start at split 1, so a
+# stride that is a multiple of GRAM_STEP asks for anchors only.
 GRAM_STEP = 8
 
 
@@ -391,10 +396,10 @@ def _gram_items(t: torch.Tensor, wanted=None):
     Left of the middle (i <= L - i) the Gram matrix is ``G_i = H^T H`` (i x i):
     ``G_i = G_c[:i, :i] + T[i:c, :i]^T T[i:c, :i]`` for any ``c > i``. Right of it
     it is ``R_i = H H^T`` ((L-i) x (L-i)): ``R_i = R_r[i-r:, i-r:] + T[i:, r:i]
-    T[i:, r:i]^T`` for any ``r < i``. Every ``GRAM_STEP``-th split (counted from the
-    middle) is chained from the previous one that way; every other split is built
-    from the chained one next to it nearer the middle. Only additions, so no
-    cancellation, and all matrix products (BLAS 3).
+    T[i:, r:i]^T`` for any ``r < i``. The anchors (the two middle splits, and the
+    splits ``1 + k * GRAM_STEP``) are chained from the previous one that way; every
+    other split is built from the anchor next to it nearer the middle. Only
+    additions, so no cancellation, and all matrix products (BLAS 3).
 
     ``wanted`` (a set of splits; all by default) only selects what is yielded and
     how far the chains run: each split's Gram matrix comes from the same
@@ -413,45 +418,59 @@ def _gram_sides(t: torch.Tensor, wanted=None):
     return _left_items(t, wanted), _right_items(t, wanted)
 
 
+def _anchor_below(c: int) -> int:
+    """The largest split ``1 + k * GRAM_STEP`` below ``c`` (``c >= 2``)."""
+    return 1 + GRAM_STEP * ((c - 2) // GRAM_STEP)
+
+
+def _anchor_above(r: int) -> int:
+    """The smallest split ``1 + k * GRAM_STEP`` above ``r``."""
+    return r + GRAM_STEP - (r - 1) % GRAM_STEP
+
+
 def _left_items(t, wanted):
-    """From the middle down: chained G_c at c = half, half - step, ..."""
+    """From the middle down: chained G_c at c = half, then the anchors below it."""
     L = t.shape[-1]
     half = L // 2  # last split with i <= L - i
-    step = GRAM_STEP
     left = [i for i in wanted if i <= half]
     if not left:
         return
+    lowest = min(left)
     head = t[..., half:, :half]
     g, c = head.mT @ head, half
     while True:
         if c in wanted:
             yield c, g, None
-        for i in range(c - 1, max(c - step, 0), -1):
+        if c == 1:
+            return
+        a = _anchor_below(c)
+        for i in range(c - 1, a, -1):
             if i in wanted:
                 yield i, g[..., :i, :i], t[..., i:c, :i]
-        if c - step < min(left):
+        if a < lowest:
             return
-        block = t[..., c - step : c, : c - step]
-        g, c = g[..., : c - step, : c - step] + block.mT @ block, c - step
+        block = t[..., a:c, :a]
+        g, c = g[..., :a, :a] + block.mT @ block, a
 
 
 def _right_items(t, wanted):
-    """From the middle up: chained R_r at r = half + 1, half + 1 + step, ..."""
+    """From the middle up: chained R_r at r = half + 1, then the anchors above it."""
     L = t.shape[-1]
     half = L // 2
-    step = GRAM_STEP
     right = [i for i in wanted if i > half]
     if not right:
         return
+    highest = max(right)
     block = t[..., half + 1 :, : half + 1]
     r_gram, r = block @ block.mT, half + 1
     while True:
         if r in wanted:
             yield r, r_gram, None
-        for i in range(r + 1, min(r + step, L)):
+        b = _anchor_above(r)
+        for i in range(r + 1, min(b, L)):
             if i in wanted:
                 yield i, r_gram[..., i - r :, i - r :], t[..., i:, r:i]
-        if r + step > max(right):
+        if b > highest:
             return
-        block = t[..., r + step :, r : r + step]
-        r_gram, r = r_gram[..., step:, step:] + block @ block.mT, r + step
+        block = t[..., b:, r:b]
+        r_gram, r = r_gram[..., b - r :, b - r :] + block @ block.mT, b
