@@ -7,7 +7,7 @@ from a ``LayerData``; where the spectra come from is ``sources``.
 Progressive views: after a change of text, model, layer or mixer the work runs in
 one background thread, in the order ``dashboard.next_chunk`` gives: the shown head
 at the selected split, a coarse stride of splits (every split for short texts; a
-stride predicted to take about half a second for long ones), then every split of
+stride predicted to take about a third of a second for long ones), then every split of
 every head. Dense operators (attention) stream split by split through the core's
 ``iter_spectra`` (one check of the maps and one Gram chain per head and step), so a
 newer change cancels older work, and a head or split change re-plans it, at the next
@@ -50,7 +50,7 @@ __all__ = ["Explorer", "DEFAULT_TEXT", "MEAN"]
 
 # Seconds of spectra for the first view of a layer: with the recording, the checks of
 # the maps and one drawing of the views it appears in about a second.
-COARSE_SECONDS = 0.5
+COARSE_SECONDS = 0.35
 # Work between two cancellation checks, and between two redraws while refining.
 CHUNK_SECONDS = 0.5
 REDRAW_SECONDS = 2.0

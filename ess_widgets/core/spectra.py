@@ -218,8 +218,9 @@ def iter_spectra(
     For callers that show results as they come and may stop early (the Explorer
     refines a view this way): the input is checked and prepared once, the Gram
     matrices are chained once, and the consumer can stop between any two yields
-    (close the generator, or drop it). At most ``2 * torch.get_num_threads()``
-    splits are computed ahead of what was consumed; nothing runs between yields.
+    (close the generator, or drop it). Splits are computed in batches of
+    ``torch.get_num_threads()`` (one per worker thread), so at most that many are
+    computed ahead of what was consumed; nothing runs between yields.
 
     Parameters
     ----------
@@ -264,7 +265,8 @@ def _iter_rows(t, method, wanted, out_device):
             yield i, t.new_zeros(*t.shape[:-2], L // 2).to(out_device)
         return
     work, items, _, scale_exponent = _plan(t, method, wanted, outwards=True)
-    ahead = 2 * max(torch.get_num_threads(), 1)
+    # one split per worker thread at a time: a consumer that stops waits for at most one
+    ahead = max(torch.get_num_threads(), 1)
     while True:
         # The pool (and the one-thread setting it needs) lives only while a batch
         # computes: nothing is in flight while the consumer holds a row.
