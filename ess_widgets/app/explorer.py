@@ -51,9 +51,11 @@ __all__ = ["Explorer", "DEFAULT_TEXT", "MEAN"]
 # Seconds of spectra for the first view of a layer: with the recording, the checks of
 # the maps and one drawing of the views it appears in about a second.
 COARSE_SECONDS = 0.35
-# Work between two cancellation checks, and between two redraws while refining.
+# Work per chunk where a source does not stream (recurrences): between two cancellation
+# checks. Seconds between two redraws while refining, and between two progress updates.
 CHUNK_SECONDS = 0.5
 REDRAW_SECONDS = 2.0
+PROGRESS_SECONDS = 0.25
 # Layers kept per explorer, by the bytes of their spectra (the shown one always stays).
 CACHE_BYTES = 768 * 2**20
 # The overview keeps spectra of every layer at a stride that fits this many bytes.
@@ -675,6 +677,7 @@ class Explorer(widgets.VBox):
         structured = layer_source.structured
         cached = coarse_reported = data.complete
         last_draw, draw_seconds = time.perf_counter(), 0.0
+        last_shown = last_draw
         while True:
             with self._lock:
                 if not self._current(generation):
@@ -722,7 +725,10 @@ class Explorer(widgets.VBox):
                     if now is not None:  # redrawn: at most a third of the time goes to drawing
                         last_draw = time.perf_counter()
                         draw_seconds = last_draw - now
-                    self._show_progress(data)
+                    if now is not None or time.perf_counter() - last_shown >= PROGRESS_SECONDS:
+                        # a streamed chunk fills split by split: a few bar updates a second
+                        self._show_progress(data)
+                        last_shown = time.perf_counter()
                     # a new head or split comes first: plan again (a streamed chunk stops here)
                     replan = (state.head, state.split) != planned
                 yield
