@@ -323,7 +323,7 @@ def test_mixer_distillation_reduces_the_error():
     assert end["distill_loss"] < 0.5 * start["distill_loss"]
 
 
-@pytest.mark.parametrize("experiment", ["tasks", "regularizer", "init", "distill"])
+@pytest.mark.parametrize("experiment", ["tasks", "regularizer", "init", "distill", "copy_hard"])
 def test_paper_experiment_quick_run(tmp_path, experiment):
     _script("paper_experiments").main([experiment, "--quick", "--out", str(tmp_path)])
     csvs = {p.name for p in tmp_path.glob("*.csv")}
@@ -332,6 +332,7 @@ def test_paper_experiment_quick_run(tmp_path, experiment):
         "regularizer": "regularizer_results.csv",
         "init": "init_results.csv",
         "distill": "distill_results.csv",
+        "copy_hard": "copy_hard_results.csv",
     }[experiment]
     assert name in csvs
     frame = pd.read_csv(tmp_path / name)
@@ -339,9 +340,11 @@ def test_paper_experiment_quick_run(tmp_path, experiment):
         len(frame) >= 2
         and frame["accuracy" if experiment != "distill" else "distill_loss"].notna().all()
     )
-    if experiment == "tasks":  # the models are written with their record
+    if experiment in ("tasks", "copy_hard"):  # the models are written with their record
         _, meta = load_model_file(tmp_path / "weights" / f"{frame.name[0]}.safetensors")
         assert meta["training"]["task"] == frame.task[0]
+    if experiment == "copy_hard":  # the harder setting: 12 tokens in 48 positions
+        assert (frame.num_items == 12).all() and (frame.seq_len == 48).all()
 
 
 def test_train_mqar_script_writes_an_ungated_s6_model(tmp_path, monkeypatch):
