@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from ess_widgets.models.model import save_model
-from ess_widgets.models.registry import model_name
+from ess_widgets.models.registry import S6NG_BLOCK, model_name
 from ess_widgets.models.training import TrainConfig, train
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "ess_widgets" / "models" / "weights"
@@ -32,19 +32,34 @@ WEIGHTS = Path(__file__).resolve().parents[1] / "ess_widgets" / "models" / "weig
 SEQ_LEN, VOCAB, D_MODEL = 64, 64, 64
 BATCH, LR, WD, WARMUP, EVAL_EVERY, TARGET = 64, 3e-3, 0.1, 50, 100, 0.99
 
-# (family, state, num_pairs, max_steps)
+S6_SETTINGS = ((2, 8), (8, 8), (16, 8), (8, 4), (8, 16))
+PLAIN, S6NG = (1, 2, True), S6NG_BLOCK  # (expand, mlp_ratio, gate)
+
+# (family, state, num_pairs, max_steps, block). "s6ng": S6 in Mamba's block (expansion 2,
+# no MLP) without its output gate silu(z), which kept the "s6" models at ~0.2 accuracy.
 GRID = [
     *(
-        (f, dk, kv, 1000)
+        (f, dk, kv, 1000, PLAIN)
         for f in ("la", "wla", "gla")
         for dk, kv in ((4, 8), (8, 8), (16, 8), (8, 4), (8, 16))
     ),
-    *(("sa", 16, kv, 600) for kv in (4, 8, 16)),
-    *(("s6", n, kv, 1000) for n, kv in ((2, 8), (8, 8), (16, 8), (8, 4), (8, 16))),
+    *(("sa", 16, kv, 600, PLAIN) for kv in (4, 8, 16)),
+    *(("s6", n, kv, 1000, PLAIN) for n, kv in S6_SETTINGS),
+    *(("s6", n, kv, 800, S6NG) for n, kv in S6_SETTINGS),
 ]
 
 
-def train_one(family, state, num_pairs, max_steps, *, seed=0, out=WEIGHTS, log=print):
+def train_one(
+    family,
+    state,
+    num_pairs,
+    max_steps,
+    *,
+    block=PLAIN,
+    seed=0,
+    out=WEIGHTS,
+    log=print,
+):
     cfg = TrainConfig(
         family,
         state,
@@ -53,6 +68,9 @@ def train_one(family, state, num_pairs, max_steps, *, seed=0, out=WEIGHTS, log=p
         seq_len=SEQ_LEN,
         vocab_size=VOCAB,
         d_model=D_MODEL,
+        expand=block[0],
+        mlp_ratio=block[1],
+        gate=block[2],
         steps=max_steps,
         batch=BATCH,
         lr=LR,
@@ -64,7 +82,8 @@ def train_one(family, state, num_pairs, max_steps, *, seed=0, out=WEIGHTS, log=p
     )
     model, rec = train(cfg, log=log)
     step, acc, seconds = rec["steps_run"], rec["train_accuracy"], rec["train_seconds"]
-    name = model_name(family, state, num_pairs)
+    expand, mlp_ratio, gate = block
+    name = model_name(family, state, num_pairs, expand=expand, mlp_ratio=mlp_ratio, gate=gate)
     record = {
         "name": name,
         "family": family,
@@ -77,6 +96,11 @@ def train_one(family, state, num_pairs, max_steps, *, seed=0, out=WEIGHTS, log=p
         "steps": step,
         "train_accuracy": round(acc, 4),
         "train_seconds": seconds,
+        "train_cpu_seconds": rec["train_cpu_seconds"],
+        "expand": expand,
+        "mlp_ratio": mlp_ratio,
+        "gate": gate,
+        "num_params": rec["num_params"],
         # the training options of ``training.train`` these models use
         "task": "mqar",
         "reg_lambda": 0.0,
@@ -100,18 +124,25 @@ def main(argv=None):
     if manifest.exists():
         with open(manifest) as f:
             rows = {r["name"]: r for r in csv.DictReader(f)}
-    for family, state, kv, steps in GRID:
-        name = model_name(family, state, kv)
+    order = [model_name(f, s, k, expand=b[0], mlp_ratio=b[1], gate=b[2]) for f, s, k, _, b in GRID]
+    for (family, state, kv, steps, block), name in zip(GRID, order):
         if args.only and name not in args.only:
             continue
         print(name, flush=True)
-        rec = train_one(family, state, kv, args.steps or steps, out=args.out)
+        rec = train_one(
+            family,
+            state,
+            kv,
+            args.steps or steps,
+            block=block,
+            out=args.out,
+        )
         print(f"  -> acc {rec['train_accuracy']} in {rec['train_seconds']} s", flush=True)
         rows[name] = rec
         with open(manifest, "w", newline="") as f:
+            # older rows lack the newer columns (expand, gate, num_params, ...): left empty
             writer = csv.DictWriter(f, fieldnames=list(rec))
             writer.writeheader()
-            order = [model_name(f_, s_, k_) for f_, s_, k_, _ in GRID]
             for key in sorted(rows, key=lambda n: order.index(n) if n in order else 99):
                 writer.writerow(rows[key])
 

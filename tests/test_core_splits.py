@@ -4,6 +4,8 @@ Each requested row is compared with ``torch.equal`` (bit for bit) to the same
 split's row of the full result, and with an independent numpy SVD of the block.
 """
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -16,6 +18,7 @@ from ess_widgets import (
     spectra,
     spectra_ref,
 )
+from ess_widgets.core import iter_spectra
 
 F64 = torch.float64
 
@@ -226,3 +229,120 @@ def test_spectra_ref_takes_the_same_splits():
         m = min(i, 12 - i)
         np.testing.assert_allclose(ref[..., row, :m].numpy(), numpy_block_svd(T, i), rtol=1e-12)
     torch.testing.assert_close(ref, spectra(T, splits=chosen, method="svd"), rtol=1e-12, atol=0)
+
+
+# --- iter_spectra -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["svd", "gram"])
+@pytest.mark.parametrize("L", [2, 5, 16, 33])
+def test_iter_spectra_rows_equal_spectra_bit_for_bit(method, L):
+    T = causal((2, L, L), 20 + L)
+    full = spectra(T, method=method)
+    got = list(iter_spectra(T, method=method))
+    assert sorted(i for i, _ in got) == list(range(1, L))  # each split once
+    for i, row in got:
+        assert row.shape == (2, L // 2)
+        assert torch.equal(row, full[:, i - 1])
+
+
+def test_iter_spectra_order_is_outwards_from_the_middle_alternating_sides():
+    T = causal((12, 12), 21)
+    order = [i for i, _ in iter_spectra(T, splits=[1, 11, 6, 7, 3, 9, 6])]
+    # left of the middle (i <= 6) descending, right ascending, taken in turn
+    assert order == [6, 7, 3, 9, 1, 11]
+
+
+def test_iter_spectra_float32_auto_gram_and_any_subset():
+    T = causal((3, 40, 40), 22, dtype=torch.float32)
+    full = spectra(T)  # float32 input: the Gram path, float64 work
+    chosen = [39, 2, 20, 21, 13]
+    rows = dict(iter_spectra(T, splits=chosen))
+    assert sorted(rows) == sorted(chosen)
+    for i in chosen:
+        assert rows[i].dtype == F64
+        assert torch.equal(rows[i], full[:, i - 1])
+        np.testing.assert_allclose(
+            rows[i][:, : min(i, 40 - i)].numpy(), numpy_block_svd(T, i), rtol=1e-6, atol=1e-9
+        )
+
+
+def test_iter_spectra_tiny_and_huge_scales_stay_exact():
+    # the power-of-two scaling is applied row by row: the same bits as spectra()
+    T = causal((2, 20, 20), 23)
+    for scale in (1e-200, 1e300):
+        full = spectra(T * scale, method="gram")
+        for i, row in iter_spectra(T * scale, method="gram", splits=[1, 10, 19]):
+            assert torch.equal(row, full[:, i - 1])
+
+
+def test_iter_spectra_stops_when_the_consumer_stops(monkeypatch):
+    # Not a timing: count the eigensolves. A stopped stream computed at most the
+    # splits consumed plus one batch ahead (one per worker thread).
+    seen = []
+    eigvalsh = torch.linalg.eigvalsh
+
+    def counting(x):
+        seen.append(x.shape[-1])
+        return eigvalsh(x)
+
+    monkeypatch.setattr(torch.linalg, "eigvalsh", counting)
+    T = causal((64, 64), 24)
+    stream = iter_spectra(T, method="gram")
+    taken = [next(stream)[0] for _ in range(3)]
+    assert taken == [32, 33, 31]
+    assert len(seen) <= 3 + max(torch.get_num_threads(), 1)
+    stream.close()
+    n = len(seen)
+    assert list(iter_spectra(T, method="gram", splits=[5])) and len(seen) == n + 1
+
+
+def test_iter_spectra_holds_no_thread_setting_between_rows():
+    # the split workers set torch to one thread while they run; a suspended stream
+    # must leave the process's setting as it found it
+    threads = torch.get_num_threads()
+    stream = iter_spectra(causal((30, 30), 25), method="gram")
+    next(stream)
+    assert torch.get_num_threads() == threads
+    stream.close()
+
+
+def test_iter_spectra_bad_input_raises_at_the_call():
+    with pytest.raises(ValueError, match="`splits`"):
+        iter_spectra(causal((6, 6), 0), splits=[0])
+    with pytest.raises(ValueError, match="`method`"):
+        iter_spectra(causal((6, 6), 0), method="qr")
+    upper = torch.ones(5, 5, dtype=F64)
+    with pytest.raises(ValueError, match="not causal"):
+        iter_spectra(upper)
+
+
+def test_iter_spectra_empty_batch():
+    got = list(iter_spectra(torch.zeros(0, 6, 6, dtype=F64), splits=[4, 1]))
+    assert [i for i, _ in got] == [1, 4]
+    assert all(row.shape == (0, 3) for _, row in got)
+
+
+@pytest.mark.parametrize("L", [17, 40, 64, 71])
+def test_gram_rows_equal_full_rows_for_random_subsets(L):
+    # every split sits somewhere between two chained Gram matrices: any subset, any L
+    T = causal((2, L, L), 30 + L, dtype=torch.float32)
+    full = spectra(T, method="gram")
+    g = torch.Generator().manual_seed(L)
+    for _ in range(4):
+        chosen = torch.randperm(L - 1, generator=g)[: int(torch.randint(1, 9, (1,), generator=g))]
+        chosen = [int(i) + 1 for i in chosen]
+        part = spectra(T, method="gram", splits=chosen)
+        assert torch.equal(part, full[:, [i - 1 for i in chosen]])
+
+
+def test_a_stride_of_eight_asks_for_chained_gram_matrices_only():
+    # Splits 1, 9, 17, ... and the middle ones are chained: none needs an extra
+    # product (``block`` is None), so a stride of 8 costs its eigenvalues and the chain.
+    spectra_module = sys.modules["ess_widgets.core.spectra"]
+    for L in (64, 100, 512):
+        t = torch.zeros(L, L, dtype=F64)
+        wanted = set(range(1, L, 8)) | {L // 2, L // 2 + 1}
+        items = list(spectra_module._gram_items(t, wanted))
+        assert sorted(i for i, _, _ in items) == sorted(wanted)
+        assert all(block is None for _, _, block in items)

@@ -73,12 +73,12 @@ def test_value_change_recomputes(explorer, swept):
 def test_open_text_in_the_explorer(explorer, swept):
     explorer.select(1, 1)
     text_id = int(explorer.driving_texts["text_id"].iloc[0])
-    ex = explorer.open_text(text_id)
+    ex = explorer.open_text(text_id).wait(300)  # no load left running in the worker
     assert ex.text == CORPUS[text_id] and (ex.layer, ex.head) == (1, 1)
     assert ex.model == sweep_settings(swept.path)["model"]  # the folder the sweep loaded
     assert ex.error == ""
     assert explorer._explorer_box.children == (ex,)
-    explorer.open_text(0, layer=0, channel=0)  # reused through its public traits
+    explorer.open_text(0, layer=0, channel=0).wait(300)  # reused through its public traits
     assert explorer.explorer is ex and ex.text == CORPUS[0] and ex.layer == 0
     with pytest.raises(ValueError, match="token-id input"):
         explorer.open_text(5)  # CORPUS[5] is token ids

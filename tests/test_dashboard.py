@@ -260,3 +260,36 @@ def test_next_chunk_groups_cheap_channels():
     )
     # 0.25 s at 1e-3 s per unit: 250 units, 21 per channel (the scan and one split)
     assert splits == [4] and channels == list(range(11))
+
+
+def test_next_chunk_streamed_takes_a_whole_channel_per_step():
+    """A streaming source: one channel and every split it misses in the current step of
+    the order (the worker can stop between splits), whatever the time budget."""
+    Cn, Ln, split = 3, 40, 17
+    costs = dashboard.split_costs(Ln, structured=False)
+    coarse = dashboard.stride_splits(Ln, 8)
+    computed = np.zeros((Cn, Ln - 1), dtype=bool)
+    kwargs = dict(coarse=coarse, shown=1, split=split, streamed=True)
+    # before any measurement: the selected split alone (it measures the speed)
+    assert dashboard.next_chunk(computed, costs, seconds_per_cost=None, **kwargs) == (
+        [1],
+        [split],
+    )
+    computed[1, split - 1] = True
+    tiny = 1e-9 / costs.sum()  # a budget far below one split
+    chunks = []
+    while chunk := dashboard.next_chunk(computed, costs, seconds_per_cost=tiny, **kwargs):
+        channels, splits = chunk
+        assert len(channels) == 1 and not computed[channels[0], np.asarray(splits) - 1].any()
+        computed[channels[0], np.asarray(splits) - 1] = True
+        chunks.append((channels[0], splits))
+    assert computed.all()
+    assert split in coarse
+    assert chunks == [
+        (1, [i for i in coarse if i != split]),
+        (0, coarse),
+        (2, coarse),
+        (1, [i for i in range(1, Ln) if i not in coarse]),
+        (0, [i for i in range(1, Ln) if i not in coarse]),
+        (2, [i for i in range(1, Ln) if i not in coarse]),
+    ]

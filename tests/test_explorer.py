@@ -2,8 +2,8 @@
 
 The numbers shown are held against the core measures on the same operators; the
 progressive order, cancellation and non-blocking trait changes are observed through
-the calls the worker makes (``sources.split_spectra``), never through timing. The
-model end to end is in test_explorer_model.py.
+the splits the worker receives (``LayerSource.iter_spectra``, split by split), never
+through timing. The model end to end is in test_explorer_model.py.
 """
 
 from __future__ import annotations
@@ -48,18 +48,30 @@ def ex(layers):
     view.close()
 
 
-@pytest.fixture
-def calls(monkeypatch):
-    """Every (layer, channels, splits) the worker computes, in order."""
+def observe(monkeypatch, before=None):
+    """Log every split the worker receives, as ``(layer, channels, [split])``, in order.
+
+    ``before(layer, channels, split)`` runs before each split is handed over (to hold
+    the worker there). Array sources stream: the worker can stop between two splits.
+    """
     seen = []
-    original = sources.LayerSource.spectra
+    original = sources.LayerSource.iter_spectra
 
     def recorded(self, channels, splits):
-        seen.append((self.layer, list(channels), list(splits)))
-        return original(self, channels, splits)
+        for i, values in original(self, channels, splits):
+            if before is not None:
+                before(self.layer, list(channels), i)
+            seen.append((self.layer, list(channels), [i]))
+            yield i, values
 
-    monkeypatch.setattr(sources.LayerSource, "spectra", recorded)
+    monkeypatch.setattr(sources.LayerSource, "iter_spectra", recorded)
     return seen
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Every (layer, channels, [split]) the worker computes, in order."""
+    return observe(monkeypatch)
 
 
 def shown_tolerance(view) -> np.ndarray:
@@ -157,14 +169,12 @@ def test_setting_a_trait_returns_while_the_worker_computes(layers, monkeypatch):
     set, and wait() ends once the worker may go on."""
     ex = show_operator(layers, TOKENS).wait(60)
     gate, entered = threading.Event(), threading.Event()
-    original = sources.LayerSource.spectra
 
-    def held(self, channels, splits):
+    def held(layer, channels, split):
         entered.set()
         assert gate.wait(60)
-        return original(self, channels, splits)
 
-    monkeypatch.setattr(sources.LayerSource, "spectra", held)
+    observe(monkeypatch, held)
     ex.layer = 1
     assert entered.wait(60)  # the worker is computing layer 1 now
     assert ex.busy is True and ex.layer == 1
@@ -183,22 +193,18 @@ def test_setting_a_trait_returns_while_the_worker_computes(layers, monkeypatch):
 
 
 def test_a_newer_change_cancels_older_work(monkeypatch):
-    """Layer 0 of a long operator is switched away after its first chunk: the worker stops
-    it at the next chunk boundary and shows layer 1; going back resumes layer 0 where it
+    """Layer 0 of a long operator is switched away during its first split: the worker
+    stops it at the next split and shows layer 1; going back resumes layer 0 where it
     stopped (no split computed twice)."""
     T0, T1 = make_operators(7, n=96, channels=3), make_operators(8, n=96, channels=3)
-    log: list[tuple[int, list[int], list[int]]] = []
     first_chunk, go_on = threading.Event(), threading.Event()
-    original = sources.LayerSource.spectra
 
-    def logged(self, channels, splits):
-        log.append((self.layer, list(channels), list(splits)))
-        if self.layer == 0 and not first_chunk.is_set():
+    def hold_first(layer, channels, split):
+        if layer == 0 and not first_chunk.is_set():
             first_chunk.set()
             assert go_on.wait(60)
-        return original(self, channels, splits)
 
-    monkeypatch.setattr(sources.LayerSource, "spectra", logged)
+    log = observe(monkeypatch, hold_first)
     ex = show_operator([T0, T1])
     assert first_chunk.wait(60)
     ex.layer = 1  # while layer 0's first chunk is running
@@ -206,7 +212,7 @@ def test_a_newer_change_cancels_older_work(monkeypatch):
     ex.wait(120)
     assert ex.layer_data().layer == 1 and ex.layer_data().complete
     assert "layer 1" in ex._summary.value
-    # layer 0 stopped after the chunk in flight
+    # layer 0 stopped after the split in flight
     assert [layer for layer, _, _ in log[:2]] == [0, 1]
     assert all(layer == 1 for layer, _, _ in log[1:])
     ex.layer = 0

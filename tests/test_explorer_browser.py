@@ -106,10 +106,18 @@ def test_explorer_notebook_in_jupyterlab(lab, browser, only_local):
     # a real UI interaction: focus the tolerance slider and step it up from the keyboard
     slider = explorer.locator(".widget-slider").filter(has_text="tolerance")
     handle = slider.locator(".noUi-handle")
-    for _ in range(10):  # 10 steps of 0.1 decade: 1e-3 -> 1e-2
+
+    def exponent() -> float:  # the slider's own value, log10(tol), as noUiSlider shows it
+        return float(handle.get_attribute("aria-valuenow"))
+
+    assert exponent() == -3.0
+    for _ in range(40):  # steps of 0.1 decade, 1e-3 -> 1e-2; a key lost under load is retried
+        if exponent() >= -2.0:
+            break
         handle.focus()  # a redraw of the views may move the focus: take it back each step
         page.keyboard.press("ArrowRight")
         page.wait_for_timeout(150)
+    assert exponent() == -2.0
     page.wait_for_function(
         "(before) => { const b = document.querySelector('.essw-explorer .essw-label'); "
         "return b && b.textContent !== before; }",
@@ -119,7 +127,7 @@ def test_explorer_notebook_in_jupyterlab(lab, browser, only_local):
     page.wait_for_function(
         "() => /tol=0\\.01,/.test(document.querySelector('.essw-explorer .essw-summary')"
         "?.textContent || '')",
-        timeout=30_000,
+        timeout=60_000,
     )
     after = _shown_tol_ess(page)
     assert after != before, (before, after)

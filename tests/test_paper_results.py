@@ -56,8 +56,9 @@ def test_teacher_measures_are_those_of_notebook_04():
 
 
 def test_task_results_and_shipped_models_agree():
-    results = _csv("tasks_results")
-    assert set(results.name) == set(task_model_names())
+    # every shipped task model is in one results CSV: the tasks grid or the harder copying
+    results = pd.concat([_csv("tasks_results"), _csv("copy_hard_results")], ignore_index=True)
+    assert set(results.name) == set(task_model_names()) and results.name.is_unique
     for col in ("ess_tol", "ess_ent", "tss"):
         np.testing.assert_allclose(
             results[f"{col}_per_kv"], results[col] / results.num_items, rtol=1e-4
@@ -100,6 +101,12 @@ QUOTED = {
     ("tasks_results", "accuracy", "ess_tol_per_kv", _COPY, "spearman"): -0.12,
     ("tasks_results", "accuracy", "ess_ent_per_kv", _COPY, "spearman"): -0.13,
     ("tasks_results", "accuracy", "tss_per_kv", _COPY, "spearman"): -0.05,
+    ("copy_hard_results", "accuracy", "ess_tol_per_kv", (), "spearman"): 0.20,
+    ("copy_hard_results", "accuracy", "ess_tol_per_kv", (), "pearson"): 0.16,
+    ("copy_hard_results", "accuracy", "ess_ent_per_kv", (), "spearman"): 0.33,
+    ("copy_hard_results", "accuracy", "ess_ent_per_kv", (), "pearson"): 0.18,
+    ("copy_hard_results", "accuracy", "tss_per_kv", (), "spearman"): -0.15,
+    ("copy_hard_results", "accuracy", "tss_per_kv", (), "pearson"): -0.61,
     ("distill_results", "distill_loss", "teacher_ess_ent", (), "spearman"): 0.65,
     ("distill_results", "distill_loss", "teacher_ess_ent", (), "pearson"): 0.59,
     ("distill_results", "distill_loss", "teacher_ess_tol", (), "spearman"): 0.60,
@@ -158,5 +165,20 @@ def test_readme_regularizer_and_init_numbers():
     assert [f"{gla.iloc[0]:.2f}", f"{gla.iloc[-1]:.2f}"] == ["1.58", "3.87"]
     tasks = _csv("tasks_results")
     assert (tasks[tasks.state == 2].regime == "saturated").sum() == 8
-    for text in ("1.43 -> 1.74", "1.58 -> 3.87", "3.14 / 3.49 / 3.77", "0.47 (GLA"):
+    hard = _csv("copy_hard_results")
+    recurrent = hard[hard.family != "sa"]
+    assert len(hard) == 17 and (hard.num_items == 12).all() and (hard.seq_len == 48).all()
+    assert f"{recurrent.accuracy.min():.2f}-{recurrent.accuracy.max():.3f}" == "0.90-0.997"
+    assert f"{hard[hard.family == 'sa'].accuracy.iloc[0]:.2f}" == "0.15"
+    assert f"{hard.train_cpu_seconds.sum():.0f}" == "610"
+    assert hard.train_steps.min() == 900 and hard.train_steps.max() == 2000
+    for text in (
+        "1.43 -> 1.74",
+        "1.58 -> 3.87",
+        "3.14 / 3.49 / 3.77",
+        "0.47 (GLA",
+        "0.90-0.997",
+        "610 CPU-seconds",
+        "900-2000 steps",
+    ):
         assert text in README, text

@@ -282,6 +282,20 @@ def test_distillation_checks_shapes():
         )
     with pytest.raises(ValueError, match="exactly when"):
         train(TrainConfig("la", 2, steps=1), teacher=teacher)
+    # an MLP-free teacher (the s6ng block) has no MLPs to give a student with MLPs
+    mlp_free = MQARModel(MQARConfig("s6", 2, 16, d_model=8, expand=2, mlp_ratio=0, gate=False))
+    with pytest.raises(ValueError, match="mlp_ratio"):
+        train(
+            TrainConfig("la", 2, d_model=8, vocab_size=16, distill="mixer", steps=1),
+            teacher=mlp_free,
+            log=None,
+        )
+
+
+def test_distillation_teachers_are_the_plain_block_models_with_8_pairs():
+    names = _script("paper_experiments").teachers()
+    assert len(names) == 13 and not any(n.startswith("mqar-s6ng-") for n in names)
+    assert names == list(pd.read_csv(ROOT / "ess_widgets/models/paper/distill_results.csv").teacher)
 
 
 def test_mixer_distillation_reduces_the_error():
@@ -309,7 +323,7 @@ def test_mixer_distillation_reduces_the_error():
     assert end["distill_loss"] < 0.5 * start["distill_loss"]
 
 
-@pytest.mark.parametrize("experiment", ["tasks", "regularizer", "init", "distill"])
+@pytest.mark.parametrize("experiment", ["tasks", "regularizer", "init", "distill", "copy_hard"])
 def test_paper_experiment_quick_run(tmp_path, experiment):
     _script("paper_experiments").main([experiment, "--quick", "--out", str(tmp_path)])
     csvs = {p.name for p in tmp_path.glob("*.csv")}
@@ -318,6 +332,7 @@ def test_paper_experiment_quick_run(tmp_path, experiment):
         "regularizer": "regularizer_results.csv",
         "init": "init_results.csv",
         "distill": "distill_results.csv",
+        "copy_hard": "copy_hard_results.csv",
     }[experiment]
     assert name in csvs
     frame = pd.read_csv(tmp_path / name)
@@ -325,6 +340,41 @@ def test_paper_experiment_quick_run(tmp_path, experiment):
         len(frame) >= 2
         and frame["accuracy" if experiment != "distill" else "distill_loss"].notna().all()
     )
-    if experiment == "tasks":  # the models are written with their record
+    if experiment in ("tasks", "copy_hard"):  # the models are written with their record
         _, meta = load_model_file(tmp_path / "weights" / f"{frame.name[0]}.safetensors")
         assert meta["training"]["task"] == frame.task[0]
+    if experiment == "copy_hard":  # the harder setting: 12 tokens in 48 positions
+        assert (frame.num_items == 12).all() and (frame.seq_len == 48).all()
+
+
+def test_train_mqar_script_writes_an_ungated_s6_model(tmp_path, monkeypatch):
+    # The MQAR grid's "s6ng" models (Mamba's block without the output gate), at a tiny size.
+    script = _script("train_mqar")
+    for name, value in {"SEQ_LEN": 10, "VOCAB": 16, "D_MODEL": 8, "BATCH": 4}.items():
+        monkeypatch.setattr(script, name, value)
+    rec = script.train_one("s6", 2, 2, 3, block=script.S6NG, out=tmp_path)
+    assert rec["name"] == "mqar-s6ng-ds2-kv2" and rec["steps"] == 3
+    model, meta = load_model_file(tmp_path / "mqar-s6ng-ds2-kv2.safetensors")
+    assert (model.cfg.gate, model.cfg.expand, model.cfg.mlp_ratio) == (False, 2, 0)
+    assert model.num_channels == 16 and model.blocks[0].mlp is None
+    assert meta["training"]["gate"] is False
+    assert meta["training"]["num_params"] == sum(p.numel() for p in model.parameters())
+    assert meta["training"]["train_cpu_seconds"] >= 0
+
+
+def test_mqar_experiment_script_measures_only_the_named_models(tmp_path):
+    script = _script("mqar_experiment")
+    script.main(["--only", "mqar-la-dk16-kv8", "--out", str(tmp_path)])
+    results = pd.read_csv(tmp_path / "mqar_results.csv")
+    assert list(results.name) == ["mqar-la-dk16-kv8"]
+    row = results.iloc[0]
+    assert (row.arch, row.expand, row.mlp_ratio, row.gate) == ("la", 1, 2, True)
+    model = MQARModel(MQARConfig("la", 16, 64, d_model=64))
+    assert row.num_params == sum(p.numel() for p in model.parameters())
+    assert 0.9 < row.accuracy <= 1 and row.tss == 16
+    # a second run measures its model and keeps the first one's row as it was
+    script.main(["--only", "mqar-la-dk8-kv4", "--out", str(tmp_path)])
+    again = pd.read_csv(tmp_path / "mqar_results.csv").set_index("name")
+    assert set(again.index) == {"mqar-la-dk16-kv8", "mqar-la-dk8-kv4"}
+    assert again.loc["mqar-la-dk16-kv8", "accuracy"] == row.accuracy
+    assert list(again.reset_index().columns) == list(results.columns)

@@ -453,6 +453,7 @@ def next_chunk(
     seconds_per_cost: float | None,
     target_s: float = 0.25,
     channel_cost: float = 0.0,
+    streamed: bool = False,
 ) -> tuple[list[int], list[int]] | None:
     """The next (channels, splits) to compute, or None when everything is computed.
 
@@ -471,6 +472,10 @@ def next_chunk(
         Measured speed; None before any measurement (the chunk is then one split).
     channel_cost : float
         Fixed cost per channel and chunk, in the units of ``costs``.
+    streamed : bool
+        The source yields a chunk split by split and may be stopped between any two
+        (``LayerSource.streams``): a chunk is then one channel and every split it
+        misses in the current step of the order, whatever the budget.
     """
     C, n = computed.shape
     channels = list(range(C)) if shown == MEAN else [shown]
@@ -493,6 +498,8 @@ def next_chunk(
             continue
         first = todo[0]
         missing = np.flatnonzero(rows & ~computed[first])
+        if streamed and (budget is not None or len(missing) == 1):
+            return [first], [int(r) + 1 for r in missing]
         if budget is None:  # not measured yet: one split to measure with
             return [first], [int(missing[len(missing) // 2]) + 1]
         per_channel = channel_cost + costs[missing].sum()

@@ -5,15 +5,16 @@ background thread. What is shown is computed by the pure ``dashboard`` module
 from a ``LayerData``; where the spectra come from is ``sources``.
 
 Progressive views: after a change of text, model, layer or mixer the work runs in
-one background thread, one chunk of splits at a time, in the order
-``dashboard.next_chunk`` gives: the shown head at the selected split, a coarse
-stride of splits (every split for short texts; a stride predicted to take about
-a second for long ones), then every split of every head. The view is redrawn
-when the coarse view is ready and then about every two seconds until it is complete.
-A newer change cancels older work at the next chunk boundary (chunks take about
-0.5 s: each call of the core's ``spectra(T, splits=...)`` also pays for a chain of Gram
-matrices from the middle split, so chunks cannot be much smaller). Tolerance, split and
-head changes only re-threshold what is cached.
+one background thread, in the order ``dashboard.next_chunk`` gives: the shown head
+at the selected split, a coarse stride of splits (every split for short texts; a
+stride predicted to take about a third of a second for long ones), then every split of
+every head. Dense operators (attention) stream split by split through the core's
+``iter_spectra`` (one check of the maps and one Gram chain per head and step), so a
+newer change cancels older work, and a head or split change re-plans it, at the next
+split; other sources compute chunks of about half a second. The views are drawn once
+when the coarse view is ready (until then the previous layer's views stay, dimmed),
+then about every two seconds until the layer is complete. Tolerance, split and head
+changes only re-threshold what is cached.
 Every state change and every redraw goes through one lock; a generation counter
 tells the worker when its job is stale. ``wait()`` blocks until the view is
 complete (scripts and tests).
@@ -47,11 +48,14 @@ from .sources import ModelSource, load_handle
 
 __all__ = ["Explorer", "DEFAULT_TEXT", "MEAN"]
 
-# The first view of a layer should take about this long (seconds of spectra).
-COARSE_SECONDS = 1.0
-# Work between two cancellation checks, and between two redraws while refining.
+# Seconds of spectra for the first view of a layer: with the recording, the checks of
+# the maps and one drawing of the views it appears in about a second.
+COARSE_SECONDS = 0.35
+# Work per chunk where a source does not stream (recurrences): between two cancellation
+# checks. Seconds between two redraws while refining, and between two progress updates.
 CHUNK_SECONDS = 0.5
 REDRAW_SECONDS = 2.0
+PROGRESS_SECONDS = 0.25
 # Layers kept per explorer, by the bytes of their spectra (the shown one always stays).
 CACHE_BYTES = 768 * 2**20
 # The overview keeps spectra of every layer at a stride that fits this many bytes.
@@ -673,6 +677,7 @@ class Explorer(widgets.VBox):
         structured = layer_source.structured
         cached = coarse_reported = data.complete
         last_draw, draw_seconds = time.perf_counter(), 0.0
+        last_shown = last_draw
         while True:
             with self._lock:
                 if not self._current(generation):
@@ -693,32 +698,42 @@ class Explorer(widgets.VBox):
                     seconds_per_cost=speed,
                     target_s=CHUNK_SECONDS,
                     channel_cost=layer_source.channel_cost(),
+                    streamed=layer_source.streams,
                 )
             if chunk is None:
                 break
             channels, splits = chunk
-            t0 = time.perf_counter()
-            values = layer_source.spectra(channels, splits)
-            self._measured(layer_source, channels, splits, time.perf_counter() - t0)
-            with self._lock:
-                data.fill(channels, splits, values)  # correct for this layer even if stale
-                if not self._current(generation):
-                    return
-                coarse_ready = bool(data.coarse) and self._coarse_done(data, self._state())
-                now = time.perf_counter()
-                if coarse_ready and not coarse_reported:
-                    coarse_reported = True
-                    self._refresh({"data"})
-                    self.timings["coarse_s"] = time.perf_counter() - self._submitted
-                elif now - last_draw >= max(REDRAW_SECONDS, 2 * draw_seconds):
-                    self._refresh({"data"})
-                else:
-                    now = None
-                if now is not None:  # redrawn: at most a third of the time goes to drawing
-                    last_draw = time.perf_counter()
-                    draw_seconds = last_draw - now
-                self._show_progress(data)
-            yield
+            planned = (state.head, state.split)
+            for done, values in self._chunk_results(layer_source, channels, splits):
+                with self._lock:
+                    data.fill(channels, done, values)  # correct for this layer even if stale
+                    if not self._current(generation):
+                        return
+                    state = self._state()
+                    coarse_ready = bool(data.coarse) and self._coarse_done(data, state)
+                    now = time.perf_counter()
+                    if coarse_ready and not coarse_reported:
+                        coarse_reported = True
+                        self._refresh({"data"})
+                        self._shown_drawn()
+                        self.timings["coarse_s"] = time.perf_counter() - self._submitted
+                    elif now - last_draw >= max(REDRAW_SECONDS, 2 * draw_seconds):
+                        self._refresh({"data"})
+                        self._shown_drawn()
+                    else:
+                        now = None
+                    if now is not None:  # redrawn: at most a third of the time goes to drawing
+                        last_draw = time.perf_counter()
+                        draw_seconds = last_draw - now
+                    if now is not None or time.perf_counter() - last_shown >= PROGRESS_SECONDS:
+                        # a streamed chunk fills split by split: a few bar updates a second
+                        self._show_progress(data)
+                        last_shown = time.perf_counter()
+                    # a new head or split comes first: plan again (a streamed chunk stops here)
+                    replan = (state.head, state.split) != planned
+                yield
+                if replan:
+                    break
         with self._lock:
             if not self._current(generation):
                 return
@@ -728,6 +743,37 @@ class Explorer(widgets.VBox):
             self.timings.setdefault("coarse_s", now - self._submitted)
             self.timings["complete_s"] = now - self._submitted
             self._show_progress(data)
+
+    def _chunk_results(self, layer_source, channels: list[int], splits: list[int]):
+        """Yield ``(splits_done, values)`` of a chunk, values ``(len(channels), n, K)``.
+
+        A streaming source (the dense path) yields split by split, so the job can be
+        cancelled or re-planned between any two splits and one chunk pays for one Gram
+        chain; other sources compute the chunk in one call. The speed estimate is
+        updated when a chunk completes.
+        """
+        if not layer_source.streams:
+            t0 = time.perf_counter()
+            values = layer_source.spectra(channels, splits)
+            self._measured(layer_source, channels, splits, time.perf_counter() - t0)
+            yield splits, values
+            return
+        stream = layer_source.iter_spectra(channels, splits)
+        done, busy = [], 0.0
+        while True:
+            t0 = time.perf_counter()
+            item = next(stream, None)
+            busy += time.perf_counter() - t0
+            if item is None:
+                break
+            done.append(item[0])
+            yield [item[0]], item[1][:, None, :]
+        self._measured(layer_source, channels, done, busy)
+
+    def _shown_drawn(self) -> None:
+        """The views show the current layer: no longer dimmed (see ``_install``)."""
+        self._views.remove_class("essw-stale")
+        self._views.layout.display = None
 
     @staticmethod
     def _coarse_done(data: LayerData, state: ViewState) -> bool:
@@ -816,9 +862,10 @@ class Explorer(widgets.VBox):
             self._quiet -= 1
         if self.error:
             self._clear_error()
-        self._views.remove_class("essw-stale")
-        self._views.layout.display = None
-        self._redraw()
+        if data.computed.any():
+            self._shown_drawn()
+            self._redraw()
+        # else the views are drawn once, when the coarse view is ready (dimmed until then)
         self._show_progress(data)
 
     def _show_progress(self, data: LayerData) -> None:

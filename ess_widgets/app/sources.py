@@ -4,7 +4,8 @@ A *source* has layers; each layer has one or more mixers, and each mixer ``C``
 channels (operators on the same ``L`` tokens). ``source.layer(layer, mixer)``
 returns a ``LayerSource``: what the dashboard needs to start a ``LayerData``
 (tokens, channels, TSS, the dense operator of a channel) and
-``spectra(channels, splits)``, the expensive step, computed chunk by chunk.
+``spectra(channels, splits)``, the expensive step, computed chunk by chunk
+(``iter_spectra``: split by split, for the dense path).
 
 - ``ModelSource``: a loaded model (``ess_widgets.load``) and a text. Every layer is
   recorded in as few forward passes as the model's memory budget allows, once
@@ -14,14 +15,14 @@ returns a ``LayerSource``: what the dashboard needs to start a ``LayerData``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from ..adapters import OperatorHandle, load
-from ..core import spectra
+from ..core import iter_spectra, spectra
 from .dashboard import LayerData, split_costs
 
 __all__ = ["LayerSource", "ModelSource", "ArraySource", "load_handle", "split_spectra"]
@@ -88,6 +89,10 @@ class LayerSource:
         ``K``: singular values kept per split.
     structured : bool
         The spectra come from a recurrence (no ``L x L`` matrix).
+    streams : bool
+        ``iter_spectra`` yields split by split as it computes (the dense path), so a
+        caller can stop between any two splits; otherwise it computes the whole
+        chunk first.
     """
 
     layer: int
@@ -102,10 +107,15 @@ class LayerSource:
     noise_floor: float
     _dense: Callable[[int], torch.Tensor] = field(repr=False)
     _spectra: Callable[[list[int], list[int]], torch.Tensor] = field(repr=False)
+    _iter: Callable[[list[int], list[int]], Iterator] | None = field(repr=False, default=None)
 
     @property
     def length(self) -> int:
         return len(self.tokens)
+
+    @property
+    def streams(self) -> bool:
+        return self._iter is not None
 
     def dense(self, channel: int) -> np.ndarray:
         """Channel ``channel`` as an ``(L, L)`` float64 numpy array."""
@@ -115,6 +125,25 @@ class LayerSource:
         """Singular values ``(len(channels), len(splits), K)``, float64."""
         out = self._spectra([int(c) for c in channels], [int(i) for i in splits])
         return out.detach().to("cpu", torch.float64).numpy()
+
+    def iter_spectra(
+        self, channels: Sequence[int], splits: Sequence[int]
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(split, values)``, values ``(len(channels), K)`` float64, each
+        distinct split once: as computed where the source ``streams`` (outwards from
+        the middle split; equal to ``spectra``'s rows bit for bit), else after one
+        ``spectra`` call, in the order given."""
+        channels, splits = [int(c) for c in channels], [int(i) for i in splits]
+        if self._iter is None:
+            values = self.spectra(channels, splits)
+            seen = set()
+            for j, i in enumerate(splits):
+                if i not in seen:
+                    seen.add(i)
+                    yield i, values[:, j]
+            return
+        for i, row in self._iter(channels, splits):
+            yield int(i), row.detach().to("cpu", torch.float64).numpy()
 
     def costs(self) -> np.ndarray:
         """Relative cost per split (``dashboard.split_costs``)."""
@@ -147,15 +176,17 @@ class LayerSource:
 def _from_layer_operators(ops) -> LayerSource:
     """A ``LayerSource`` over a handle's ``LayerOperators``."""
     C, L = int(ops.num_channels), len(ops.tokens)
-    op = ops.operator
-    structured = op.recurrence is not None
+    # One channel's operator tells the kind, the dtype and (when it is the same for
+    # every channel) the TSS: building all C would check every map once more.
+    first = ops.build(torch.as_tensor([0], dtype=torch.int64))
+    structured = first.recurrence is not None
     if structured:
-        b = op.recurrence[1]
+        b = first.recurrence[1]
         width = min(int(b.shape[-1]), L // 2)
         dtype = b.dtype
     else:
         width = L // 2
-        dtype = ops.dense(channels=0).dtype
+        dtype = first.dense().dtype
 
     def dense(c: int) -> torch.Tensor:
         return ops.dense(channels=c)[0]
@@ -165,7 +196,14 @@ def _from_layer_operators(ops) -> LayerSource:
         # copy of every chunk the LayerData already holds
         return ops.build(torch.as_tensor(channels, dtype=torch.int64)).spectra(splits=splits)
 
-    tss = ops.tss
+    def stream(channels: list[int], splits: list[int]):
+        # the same T and path as compute(), so the same numbers, split by split
+        T = ops.build(torch.as_tensor(channels, dtype=torch.int64)).dense()
+        return iter_spectra(T, splits=splits)
+
+    tss = first.tss
+    if tss is not None:
+        tss = tss.expand(C, L - 1) if tss.ndim < 2 else ops.tss
     return LayerSource(
         layer=int(ops.layer),
         mixer=str(ops.mixer),
@@ -179,6 +217,7 @@ def _from_layer_operators(ops) -> LayerSource:
         noise_floor=_noise_floor(dtype, structured),
         _dense=dense,
         _spectra=compute,
+        _iter=None if structured else stream,
     )
 
 
@@ -345,6 +384,9 @@ class ArraySource:
         def compute(channels: list[int], splits: list[int]) -> torch.Tensor:
             return split_spectra(torch.tril(T[channels]), splits)
 
+        def stream(channels: list[int], splits: list[int]):
+            return iter_spectra(torch.tril(T[channels]), splits=splits)
+
         return LayerSource(
             layer=int(layer),
             mixer=self.mixer,
@@ -358,4 +400,5 @@ class ArraySource:
             noise_floor=_noise_floor(T.dtype, False),
             _dense=lambda c: torch.tril(T[c]),
             _spectra=compute,
+            _iter=stream,
         )

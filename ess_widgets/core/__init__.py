@@ -13,12 +13,13 @@ from .measures import (
     tolerance_threshold,
 )
 from .recurrence import recurrence_bytes, recurrence_operator, recurrence_spectra
-from .spectra import spectra, spectra_ref
+from .spectra import iter_spectra, spectra, spectra_ref
 from .splits import normalize_splits
 
 __all__ = [
     "spectra",
     "spectra_ref",
+    "iter_spectra",
     "recurrence_spectra",
     "recurrence_operator",
     "recurrence_bytes",

@@ -1,11 +1,14 @@
 """Small MQAR models whose mixers run through ``ess_widgets.operators`` (torch.nn lives here).
 
 - ``MQARModel`` / ``MQARConfig``: embedding, two [norm, mixer, residual, norm, MLP,
-  residual] blocks, readout; mixers LA, WLA, GLA, SA, S6 (``mixers``).
+  residual] blocks, readout; mixers LA, WLA, GLA, SA, S6 (``mixers``). S6 options:
+  ``expand`` (``d_inner = expand * d_model``), ``gate`` (Mamba's output gate);
+  ``mlp_ratio=0`` drops the MLPs (Mamba's block).
   ``model.layer_operators(inputs)`` gives each layer's ``CausalOperator``: the
   operator the forward pass applies.
 - ``mqar_model_names()``, ``load_mqar_model(name)``: the shipped, trained models
-  (safetensors in the package, offline).
+  (safetensors in the package, offline); ``mqar-s6ng-*`` are S6 in Mamba's block
+  without the output gate (``MQARConfig(expand=2, mlp_ratio=0, gate=False)``).
 - ``experiment``: accuracy, ESS per layer, TSS and per-kv ratios; the shipped
   results are ``mqar_results.csv`` and ``mqar_correlations.csv`` (``results_path``).
 - ``training``: the training loop and its options (task, transition regularizer,

@@ -17,13 +17,16 @@ the map the model runs:
   (init ``A_log = 0``, i.e. ``A = -1``: slower than S4D-real's ``-(1..N)``),
   ``B, C = W_B x, W_C x`` (their rows of ``x_proj`` start 16x PyTorch's default,
   at O(1): otherwise the model stays at chance on MQAR within the CPU budget), one
-  operator per channel of the ``d_inner = d_model`` channels (expansion 1, to keep
-  CPU training short). The output is the recurrence ``op.recurrence = (a, b, c)``
-  run step by step (``x_t = a_t * x_(t-1) + b_t u_t``,
+  operator per channel of the ``d_inner = expand * d_model`` channels (``expand`` 1
+  by default, to keep CPU training short; Mamba uses 2). The output is the
+  recurrence ``op.recurrence = (a, b, c)`` run step by step (``x_t = a_t * x_(t-1) + b_t u_t``,
   ``y_t = c_t . x_t``), which equals ``op.dense() @ u`` (tested) at O(L N) instead
   of O(L^2 N) per channel. TSS per channel: ``d_state``; the skip ``D u`` and the
   gate ``silu(z)`` sit outside the operator (the diagonal and a row scaling,
-  docs/definitions.md, the operator view).
+  docs/definitions.md, the operator view). ``gate=False`` drops the gate: with it,
+  S6 stays on MQAR at a plateau where it outputs one of the sequence's values
+  without binding it to its key (accuracy ~0.2 with 8 pairs, at expansion 1 or 2);
+  without it, it learns (scripts/train_mqar.py, the ``s6ng`` models).
 
 All mixers apply a short causal depthwise convolution (kernel 4) to their input
 first, as in Mamba and the Zoology MQAR baselines: it lets a layer see the previous
@@ -155,12 +158,21 @@ class SoftmaxAttentionMixer(nn.Module):
 class SelectiveSSMMixer(nn.Module):
     """S6 / Mamba-style selective SSM with ``d_inner`` channels of state ``d_state``."""
 
-    def __init__(self, d_model: int, d_state: int, d_inner: int | None = None, dt_rank=None):
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int,
+        d_inner: int | None = None,
+        dt_rank=None,
+        *,
+        gate: bool = True,
+    ):
         super().__init__()
         d_inner = d_model if d_inner is None else d_inner
         dt_rank = max(1, math.ceil(d_model / 16)) if dt_rank is None else dt_rank
-        self.d_inner, self.d_state, self.dt_rank = d_inner, d_state, dt_rank
-        self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=False)
+        self.d_inner, self.d_state, self.dt_rank, self.gate = d_inner, d_state, dt_rank, gate
+        # u (the SSM's input) and, with the gate, z: Mamba's in_proj
+        self.in_proj = nn.Linear(d_model, (2 if gate else 1) * d_inner, bias=False)
         self.conv = ShortConv(d_inner)
         self.x_proj = nn.Linear(d_inner, dt_rank + 2 * d_state, bias=False)
         self.dt_proj = nn.Linear(dt_rank, d_inner)
@@ -180,7 +192,7 @@ class SelectiveSSMMixer(nn.Module):
             self.x_proj.weight[dt_rank:].mul_(BC_INIT_SCALE)
 
     def _parts(self, x):
-        u, z = self.in_proj(x).chunk(2, dim=-1)
+        u, z = self.in_proj(x).chunk(2, dim=-1) if self.gate else (self.in_proj(x), None)
         u = F.silu(self.conv(u))
         dt_in, B, C = self.x_proj(u).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = F.softplus(self.dt_proj(dt_in))
@@ -198,7 +210,7 @@ class SelectiveSSMMixer(nn.Module):
         u, z, dt, B, C = self._parts(x)
         y = scan(self._operator(dt, B, C), u.mT)  # (B, d_inner, L)
         y = y.mT + u * self.D
-        return self.out_proj(y * F.silu(z))
+        return self.out_proj(y * F.silu(z) if self.gate else y)
 
     def tss(self) -> int:
         return self.d_state
@@ -224,15 +236,24 @@ def scan(op: CausalOperator, u: torch.Tensor) -> torch.Tensor:
     return (torch.stack(states, dim=-2) * c).sum(-1)
 
 
-def make_mixer(family: str, d_model: int, state: int) -> nn.Module:
+def make_mixer(
+    family: str, d_model: int, state: int, *, expand: int = 1, gate: bool = True
+) -> nn.Module:
     """A mixer of ``family`` (one of ``FAMILIES``) with state knob ``state``.
 
-    ``state`` is ``d_k`` for LA/WLA/GLA, the head size for SA, ``d_state`` for S6.
+    ``state`` is ``d_k`` for LA/WLA/GLA, the head size for SA, ``d_state`` for S6;
+    ``expand`` (S6 only) sets ``d_inner = expand * d_model``; ``gate=False`` (S6 only)
+    drops the output gate ``silu(z)``.
     """
+    if (expand != 1 or not gate) and family != "s6":
+        raise ValueError(
+            f"`expand` and `gate` apply to 's6' only, got expand={expand}, gate={gate} "
+            f"for {family!r}."
+        )
     if family in ("la", "wla", "gla"):
         return LinearAttentionMixer(d_model, state, family)
     if family == "sa":
         return SoftmaxAttentionMixer(d_model, state)
     if family == "s6":
-        return SelectiveSSMMixer(d_model, state)
+        return SelectiveSSMMixer(d_model, state, d_inner=expand * d_model, gate=gate)
     raise ValueError(f"`family` must be one of {FAMILIES}, got {family!r}.")

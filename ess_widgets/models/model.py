@@ -33,6 +33,16 @@ class MQARConfig:
     d_model : int
     num_layers : int
     mlp_ratio : int
+        Width of each block's MLP in units of ``d_model``; 0: no MLP (a Mamba-style
+        block, the mixer alone).
+    expand : int
+        S6 only: ``d_inner = expand * d_model`` channels (Mamba uses 2); must be 1 for
+        the other families.
+    gate : bool
+        S6 only: the output gate ``silu(z)`` of Mamba's block. ``False`` drops it (and
+        its half of ``in_proj``): with it, S6 stays at a "bag of values" plateau on
+        MQAR (accuracy ~0.2) within the CPU budget; without it, it learns (see the
+        README, MQAR section).
     """
 
     family: str
@@ -41,27 +51,55 @@ class MQARConfig:
     d_model: int = 48
     num_layers: int = 2
     mlp_ratio: int = 2
+    expand: int = 1
+    gate: bool = True
 
     def __post_init__(self):
         if self.family not in FAMILIES:
             raise ValueError(f"`family` must be one of {FAMILIES}, got {self.family!r}.")
+        if not isinstance(self.expand, int) or self.expand < 1:
+            raise ValueError(f"`expand` must be an int >= 1, got {self.expand!r}.")
+        if self.expand != 1 and self.family != "s6":
+            raise ValueError(
+                f"`expand` applies to the 's6' family only, got expand={self.expand} for "
+                f"{self.family!r}; use expand=1."
+            )
+        if not isinstance(self.gate, bool):
+            raise TypeError(f"`gate` must be a bool, got {self.gate!r}.")
+        if not self.gate and self.family != "s6":
+            raise ValueError(
+                f"`gate` applies to the 's6' family only, got gate=False for "
+                f"{self.family!r}; use gate=True."
+            )
+        if not isinstance(self.mlp_ratio, int) or self.mlp_ratio < 0:
+            raise ValueError(f"`mlp_ratio` must be an int >= 0, got {self.mlp_ratio!r}.")
 
 
 class Block(nn.Module):
     def __init__(self, cfg: MQARConfig):
         super().__init__()
         self.norm1 = nn.LayerNorm(cfg.d_model)
-        self.mixer = make_mixer(cfg.family, cfg.d_model, cfg.state)
-        self.norm2 = nn.LayerNorm(cfg.d_model)
-        self.mlp = nn.Sequential(
-            nn.Linear(cfg.d_model, cfg.mlp_ratio * cfg.d_model),
-            nn.GELU(),
-            nn.Linear(cfg.mlp_ratio * cfg.d_model, cfg.d_model),
+        self.mixer = make_mixer(
+            cfg.family, cfg.d_model, cfg.state, expand=cfg.expand, gate=cfg.gate
+        )
+        # mlp_ratio 0: no norm2/MLP at all (a Mamba-style block), so no unused parameters.
+        self.norm2 = nn.LayerNorm(cfg.d_model) if cfg.mlp_ratio else None
+        self.mlp = (
+            nn.Sequential(
+                nn.Linear(cfg.d_model, cfg.mlp_ratio * cfg.d_model),
+                nn.GELU(),
+                nn.Linear(cfg.mlp_ratio * cfg.d_model, cfg.d_model),
+            )
+            if cfg.mlp_ratio
+            else None
         )
 
     def forward(self, x):
-        x = x + self.mixer(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        return self.mlp_residual(x + self.mixer(self.norm1(x)))
+
+    def mlp_residual(self, x):
+        """``x + mlp(norm2(x))``, or ``x`` itself when the block has no MLP."""
+        return x if self.mlp is None else x + self.mlp(self.norm2(x))
 
 
 class MQARModel(nn.Module):

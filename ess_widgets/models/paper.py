@@ -1,11 +1,12 @@
 """The ESS paper's other experiments: shipped results and the task models' names.
 
 - ``paper_path(name)``: a results CSV of ``scripts/paper_experiments.py`` shipped in
-  the package (``tasks_results``, ``regularizer_results``, ``init_results``,
-  ``distill_results``, ``distill_correlations``).
+  the package (``tasks_results``, ``copy_hard_results``, ``regularizer_results``,
+  ``init_results``, ``distill_results``, ``distill_correlations``).
 - ``task_model_name(task, family, state, num_items)``: the built-in name of a model
   trained on selective copying (``copy-...``) or compression (``compress-...``),
-  e.g. ``copy-gla-dk4-n6``; ``task_model_names()`` lists the shipped ones and
+  e.g. ``copy-gla-dk4-n6`` (``-n12``: the harder copying setting);
+  ``task_model_names()`` lists the shipped ones and
   ``load_task_model(name)`` loads one (with its training record).
 """
 
@@ -34,6 +35,7 @@ PAPER_DIR = Path(__file__).resolve().parent / "paper"
 TASK_PREFIX = {"selective_copying": "copy", "compression": "compress"}
 RESULTS = (
     "tasks_results",
+    "copy_hard_results",
     "regularizer_results",
     "init_results",
     "distill_results",

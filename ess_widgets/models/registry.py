@@ -2,6 +2,10 @@
 
 Names read ``mqar-<family>-<knob><state>-kv<num_pairs>``, e.g. ``mqar-gla-dk8-kv8``
 (``dk``: key size of LA/WLA/GLA, ``dh``: head size of SA, ``ds``: ``d_state`` of S6).
+``mqar-s6ng-ds<state>-kv<num_pairs>`` are S6 models in Mamba's block (expansion 2,
+``d_inner = 2 d_model``, no MLP) without its output gate ``silu(z)``
+(``MQARConfig(expand=2, mlp_ratio=0, gate=False)``), with fewer parameters than the
+other families' models; ``mqar-s6-*`` have expansion 1, an MLP and the gate.
 The weights are safetensors files inside the package (``models/weights``), read
 offline; their header holds the config and the training record.
 """
@@ -18,12 +22,38 @@ __all__ = ["mqar_model_names", "load_mqar_model", "model_name", "WEIGHTS_DIR"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
-_KNOB = {"la": "dk", "wla": "dk", "gla": "dk", "sa": "dh", "s6": "ds"}
+_KNOB = {"la": "dk", "wla": "dk", "gla": "dk", "sa": "dh", "s6": "ds", "s6ng": "ds"}
+# (expand, mlp_ratio, gate) of the "s6ng" models: Mamba's block without its output gate.
+S6NG_BLOCK = (2, 0, False)
 
 
-def model_name(family: str, state: int, num_pairs: int) -> str:
-    """The built-in name of a model, e.g. ``model_name("gla", 8, 8) == "mqar-gla-dk8-kv8"``."""
-    return f"mqar-{family}-{_KNOB[family]}{state}-kv{num_pairs}"
+def model_name(
+    family: str,
+    state: int,
+    num_pairs: int,
+    *,
+    expand: int = 1,
+    mlp_ratio: int = 2,
+    gate: bool = True,
+) -> str:
+    """The built-in name of a model, e.g. ``model_name("gla", 8, 8) == "mqar-gla-dk8-kv8"``.
+
+    S6 in Mamba's block without its output gate is ``s6ng``:
+
+    >>> model_name("s6", 8, 8, expand=2, mlp_ratio=0, gate=False)
+    'mqar-s6ng-ds8-kv8'
+    """
+    if (expand, mlp_ratio, gate) == (1, 2, True):
+        tag = family
+    elif family == "s6" and (expand, mlp_ratio, gate) == S6NG_BLOCK:
+        tag = "s6ng"
+    else:
+        raise ValueError(
+            f"No built-in name for family {family!r} with expand={expand}, "
+            f"mlp_ratio={mlp_ratio}, gate={gate}: names exist for expand=1, mlp_ratio=2, "
+            "gate=True (every family) and for 's6' with expand=2, mlp_ratio=0, gate=False."
+        )
+    return f"mqar-{tag}-{_KNOB[tag]}{state}-kv{num_pairs}"
 
 
 def mqar_model_names() -> list[str]:

@@ -101,8 +101,11 @@ HELD_OUT, HELD_OUT_SEED = 256, 10_000
 class TrainConfig:
     """What to train and how (see the module docstring for each option).
 
-    ``steps`` is the maximum; training stops early once the held-out accuracy
-    reaches ``target`` (evaluated every ``eval_every`` steps). AdamW with linear
+    ``expand`` (S6 only: ``d_inner = expand * d_model``), ``gate`` (S6 only: Mamba's
+    output gate) and ``mlp_ratio`` (0: blocks without an MLP, as in Mamba) are
+    ``MQARConfig``'s. ``steps`` is the maximum;
+    training stops early once the held-out accuracy reaches ``target`` (evaluated
+    every ``eval_every`` steps). AdamW with linear
     warmup over ``warmup`` steps then a cosine to 0 over ``steps``; gradients
     clipped at norm 1.
     """
@@ -115,6 +118,9 @@ class TrainConfig:
     vocab_size: int = 64
     d_model: int = 64
     num_layers: int = 2
+    expand: int = 1
+    mlp_ratio: int = 2
+    gate: bool = True
     steps: int = 1000
     batch: int = 64
     lr: float = 3e-3
@@ -174,7 +180,7 @@ def forward_with_mixers(model: MQARModel, inputs: torch.Tensor, mixer_inputs=Non
         m = block.mixer(h)
         io.append((h, m))
         x = x + m
-        x = x + block.mlp(block.norm2(x))
+        x = block.mlp_residual(x)
     return model.head(model.norm(x)), io
 
 
@@ -327,14 +333,25 @@ def train(cfg: TrainConfig, *, teacher: MQARModel | None = None, log=print):
     -------
     (MQARModel, dict)
         The record holds every field of ``cfg`` and ``steps`` (run), ``train_accuracy``
-        (held-out, last evaluation), ``final_loss``, ``train_seconds``, and with
+        (held-out, last evaluation), ``final_loss``, ``train_seconds`` (wall), ``train_cpu_seconds``
+        (this process's CPU time), ``num_params``
+        (all of the model's parameters, trained or frozen), and with
         distillation ``distill_loss`` (held-out) and ``teacher`` (its name).
     """
     if (cfg.distill is None) != (teacher is None):
         raise ValueError("Pass `teacher` exactly when `cfg.distill` is set.")
     torch.manual_seed(cfg.seed)
     model = MQARModel(
-        MQARConfig(cfg.family, cfg.state, cfg.vocab_size, cfg.d_model, cfg.num_layers)
+        MQARConfig(
+            cfg.family,
+            cfg.state,
+            cfg.vocab_size,
+            cfg.d_model,
+            cfg.num_layers,
+            mlp_ratio=cfg.mlp_ratio,
+            expand=cfg.expand,
+            gate=cfg.gate,
+        )
     )
     apply_init(model, cfg.init)
     if teacher is not None:
@@ -349,6 +366,11 @@ def train(cfg: TrainConfig, *, teacher: MQARModel | None = None, log=print):
                 f"The teacher has d_model {tc.d_model}, {tc.num_layers} layers, vocabulary "
                 f"{tc.vocab_size}; the student {cfg.d_model}, {cfg.num_layers}, "
                 f"{cfg.vocab_size}: they must match."
+            )
+        if cfg.distill == "mixer" and tc.mlp_ratio != cfg.mlp_ratio:
+            raise ValueError(
+                f"Mixer distillation gives the student the teacher's MLPs: the teacher has "
+                f"mlp_ratio {tc.mlp_ratio}, the student {cfg.mlp_ratio}; they must match."
             )
         for p in teacher.parameters():
             p.requires_grad_(False)
@@ -369,7 +391,8 @@ def train(cfg: TrainConfig, *, teacher: MQARModel | None = None, log=print):
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     task = {"num_items": cfg.num_items, "seq_len": cfg.seq_len, "vocab_size": cfg.vocab_size}
     held_out = make_batch(cfg.task, HELD_OUT, seed=HELD_OUT_SEED + cfg.seed, **task)
-    start, acc, step, loss = time.time(), 0.0, 0, torch.zeros(())
+    start, cpu_start = time.time(), time.process_time()
+    acc, step, loss = 0.0, 0, torch.zeros(())
     for step in range(1, cfg.steps + 1):
         batch = make_batch(cfg.task, cfg.batch, seed=cfg.seed * 1_000_003 + step, **task)
         if cfg.distill is not None:
@@ -398,6 +421,8 @@ def train(cfg: TrainConfig, *, teacher: MQARModel | None = None, log=print):
         "train_accuracy": round(acc, 4),
         "final_loss": round(float(loss.item()), 6),
         "train_seconds": round(time.time() - start, 1),
+        "train_cpu_seconds": round(time.process_time() - cpu_start, 1),
+        "num_params": sum(p.numel() for p in model.parameters()),
     }
     if cfg.distill is not None:
         with torch.no_grad():
