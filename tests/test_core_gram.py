@@ -54,15 +54,20 @@ class Reads:
         return self.t[key]
 
 
+# L = 40: the middle splits are 20 (left) and 21 (right); the chains go on through the
+# anchors 1 + 8k (17, 9, 1 below; 25, 33 above); a split between anchors is built from
+# the chained matrix next to it nearer the middle, with one more block read.
 @pytest.mark.parametrize(
     ("wanted", "left_reads", "right_reads"),
     [
         ({20}, 1, 0),  # the middle split: its own block, no chain step, no right side
         ({21}, 0, 1),  # the first split right of the middle
-        ({12}, 2, 0),  # one chain step down (20 - 8)
-        ({37}, 0, 3),  # two chain steps up (21 -> 29 -> 37)
-        ({13, 21}, 2, 1),  # 13 from the chained 20 (one more read), 21 its own
-        ({4, 39}, 3, 4),
+        ({17}, 2, 0),  # one chain step down, to the anchor 17
+        ({25}, 0, 2),  # one chain step up, to the anchor 25
+        ({12}, 3, 0),  # down to 17, then 12 from it
+        ({37}, 0, 4),  # up to 25 and 33, then 37 from it
+        ({13, 21}, 3, 1),
+        ({4, 39}, 4, 4),
     ],
 )
 def test_chains_run_only_as_far_as_the_furthest_split_asked(wanted, left_reads, right_reads):
@@ -82,13 +87,12 @@ def test_chains_run_only_as_far_as_the_furthest_split_asked(wanted, left_reads, 
 
 @pytest.mark.parametrize("L", [18, 19, 26, 34, 35])
 def test_gram_path_singular_values_against_numpy_for_chain_ends(L):
-    # Splits that lie exactly GRAM_STEP (or 2 GRAM_STEP) from the middle are chain
-    # points, reached by the last step of a chain; ask for each alone and all together.
+    # The chain points: the middle splits and the anchors 1 + k GRAM_STEP, each reached
+    # by the last step of a chain when it is the furthest split asked; ask for each alone
+    # and for all splits together.
     T = causal((3, L, L), 100 + L)
     half = L // 2
-    ends = sorted(
-        {i for k in (1, 2) for i in (half - k * GRAM_STEP, half + 1 + k * GRAM_STEP) if 1 <= i < L}
-    )
+    ends = sorted({half, half + 1} | {i for i in range(1, L) if (i - 1) % GRAM_STEP == 0})
     assert ends
     for splits in [[i] for i in ends] + [None]:
         got = spectra(T, method="gram", splits=splits)
