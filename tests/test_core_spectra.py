@@ -55,3 +55,24 @@ def test_auto_compares_the_inputs_precision_with_the_working_dtype():
     )
     # float32 input, float64 work: the Gram path
     assert torch.equal(spectra(T32), spectra(T32, method="gram"))
+
+
+def test_iter_spectra_rows_in_the_dtype_asked_for_batches_of_any_rank():
+    from ess_widgets.core import iter_spectra
+
+    g = torch.Generator().manual_seed(8)
+    T = torch.tril(torch.randn(2, 3, 9, 9, generator=g, dtype=F64))
+    full = spectra(T, dtype=torch.float32)
+    rows = dict(iter_spectra(T, dtype=torch.float32))
+    assert sorted(rows) == list(range(1, 9))
+    for i, row in rows.items():
+        assert row.dtype == torch.float32 and row.shape == (2, 3, 4)
+        assert torch.equal(row, full[..., i - 1, :])
+
+
+def test_iter_spectra_names_T_when_singular_values_overflow():
+    from ess_widgets.core import iter_spectra
+
+    T = torch.tril(torch.full((4, 4), 1.5e308, dtype=F64))
+    with pytest.raises(ValueError, match=r"^The singular values of `T` are not finite"):
+        list(iter_spectra(T, method="svd"))
