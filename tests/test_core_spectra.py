@@ -76,3 +76,28 @@ def test_iter_spectra_names_T_when_singular_values_overflow():
     T = torch.tril(torch.full((4, 4), 1.5e308, dtype=F64))
     with pytest.raises(ValueError, match=r"^The singular values of `T` are not finite"):
         list(iter_spectra(T, method="svd"))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_iter_spectra_computes_one_batch_of_threads_splits_ahead(monkeypatch, threads):
+    from ess_widgets.core import iter_spectra
+
+    solves = []
+    svdvals = torch.linalg.svdvals
+
+    def counting(x):
+        solves.append(x.shape[-1])
+        return svdvals(x)
+
+    monkeypatch.setattr(torch.linalg, "svdvals", counting)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        T = torch.tril(torch.ones(12, 12, dtype=F64))
+        rows = iter_spectra(T, method="svd")
+        next(rows)
+        assert len(solves) == threads  # nothing more before the consumer asks
+        rows.close()
+    finally:
+        torch.set_num_threads(before)
+    assert len(solves) == threads
