@@ -129,10 +129,7 @@ def run_tasks(out: Path, weights: Path, quick: bool):
                 continue
             _log(name)
             cfg = _cfg(family, state, {"task": task, **settings}, 4 if quick else TASK_STEPS)
-            model, rec = train(cfg, log=_log)
-            rec["name"] = name
-            weights.mkdir(parents=True, exist_ok=True)
-            save_model(model, weights / f"{name}.safetensors", {"training": rec})
+            model, rec = _train_and_ship(cfg, name, weights)
             row = {
                 "name": name,
                 "task": task,
@@ -148,6 +145,15 @@ def run_tasks(out: Path, weights: Path, quick: bool):
             sheet.add(row)
 
 
+def _train_and_ship(cfg, name: str, weights: Path):
+    """Train, and save the model as the built-in ``name`` with its training record."""
+    model, rec = train(cfg, log=_log)
+    rec["name"] = name
+    weights.mkdir(parents=True, exist_ok=True)
+    save_model(model, weights / f"{name}.safetensors", {"training": rec})
+    return model, rec
+
+
 def run_copy_hard(out: Path, weights: Path, quick: bool, families=None):
     sheet = Sheet(out / "copy_hard_results.csv", ("name",))
     grid = [(f, s) for f, s in COPY_HARD_GRID if not families or f in families]
@@ -158,10 +164,7 @@ def run_copy_hard(out: Path, weights: Path, quick: bool, families=None):
             continue
         _log(name)
         cfg = _cfg(family, state, COPY_HARD, 4 if quick else COPY_HARD_STEPS)
-        model, rec = train(cfg, log=_log)
-        rec["name"] = name
-        weights.mkdir(parents=True, exist_ok=True)
-        save_model(model, weights / f"{name}.safetensors", {"training": rec})
+        model, rec = _train_and_ship(cfg, name, weights)
         row = {
             "name": name,
             "task": COPY_HARD["task"],

@@ -209,3 +209,33 @@ def jupyter_server(tmp_path_factory):
     yield make
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def two_threads():
+    """torch with two intra-op threads for the test (the split workers' thread rules)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def solves(monkeypatch):
+    """``solves("eigvalsh")`` wraps ``torch.linalg.eigvalsh`` for the test and returns the
+    list that each call appends its input's shape to (work counted, not timed)."""
+    import torch
+
+    def watch(name: str) -> list:
+        seen, original = [], getattr(torch.linalg, name)
+
+        def counting(x, *args, **kwargs):
+            seen.append(tuple(x.shape))
+            return original(x, *args, **kwargs)
+
+        monkeypatch.setattr(torch.linalg, name, counting)
+        return seen
+
+    return watch

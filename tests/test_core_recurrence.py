@@ -20,14 +20,6 @@ from ess_widgets.core import recurrence_bytes, recurrence_operator, recurrence_s
 recurrence_module = importlib.import_module("ess_widgets.core.recurrence")
 
 
-@pytest.fixture
-def two_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
-
-
 # L = 8, N = 2, C = 3, float64 (b = 8), two threads: c = ceil(3 / 2) = 2, two chunks in
 # flight, S = 7, K = 2, result 2 * 3 * 7 * 2 * 8 = 672 bytes.
 # diagonal: a = 16, per channel 16 + 32 + (7 + 8) * 4 + 7 * 2 = 122: 672 + 2 * 2 * 122 * 8.

@@ -79,17 +79,10 @@ def test_iter_spectra_names_T_when_singular_values_overflow():
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_iter_spectra_computes_one_batch_of_threads_splits_ahead(monkeypatch, threads):
+def test_iter_spectra_computes_one_batch_of_threads_splits_ahead(solves, threads):
     from ess_widgets.core import iter_spectra
 
-    solves = []
-    svdvals = torch.linalg.svdvals
-
-    def counting(x):
-        solves.append(x.shape[-1])
-        return svdvals(x)
-
-    monkeypatch.setattr(torch.linalg, "svdvals", counting)
+    solves = solves("svdvals")
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

@@ -146,19 +146,16 @@ def test_spectra_odd_and_tiny_lengths():
             assert torch.equal(spectra(T, splits=[L - 1], method=method), full[[L - 2]])
 
 
-def test_gram_work_grows_with_the_splits_asked(monkeypatch):
+def test_gram_work_grows_with_the_splits_asked(solves):
     # Not a timing: count the eigensolves and the sizes they see.
-    seen = []
-    eigvalsh = torch.linalg.eigvalsh
-
-    def counting(x):
-        seen.append(x.shape[-1])
-        return eigvalsh(x)
-
-    monkeypatch.setattr(torch.linalg, "eigvalsh", counting)
+    seen = solves("eigvalsh")
     T = causal((40, 40), 3)
     spectra(T, method="gram", splits=[3, 20, 37, 3])
-    assert sorted(seen) == [3, 3, 20]  # one solve per distinct split, of size min(i, L-i)
+    assert sorted(shape[-1] for shape in seen) == [
+        3,
+        3,
+        20,
+    ]  # one solve per distinct split, of size min(i, L-i)
     seen.clear()
     spectra(T, method="gram")
     assert len(seen) == 39
@@ -206,15 +203,8 @@ def test_recurrence_checkpointed_sweep_gives_the_same_bits(monkeypatch, transiti
     assert torch.equal(part, full[:, [i - 1 for i in chosen]])
 
 
-def test_recurrence_svds_only_the_splits_asked(monkeypatch):
-    calls = []
-    svdvals = torch.linalg.svdvals
-
-    def counting(x):
-        calls.append(tuple(x.shape))
-        return svdvals(x)
-
-    monkeypatch.setattr(torch.linalg, "svdvals", counting)
+def test_recurrence_svds_only_the_splits_asked(solves):
+    calls = solves("svdvals")
     a, b, c = random_recurrence("diagonal", (1, 20, 3), 6)
     recurrence_spectra(a, b, c, splits=[4, 9, 4], device="cpu")
     assert len(calls) == 2  # one per distinct split (one chunk of channels here)
@@ -276,17 +266,10 @@ def test_iter_spectra_tiny_and_huge_scales_stay_exact():
             assert torch.equal(row, full[:, i - 1])
 
 
-def test_iter_spectra_stops_when_the_consumer_stops(monkeypatch):
+def test_iter_spectra_stops_when_the_consumer_stops(solves):
     # Not a timing: count the eigensolves. A stopped stream computed at most the
     # splits consumed plus one batch ahead (one per worker thread).
-    seen = []
-    eigvalsh = torch.linalg.eigvalsh
-
-    def counting(x):
-        seen.append(x.shape[-1])
-        return eigvalsh(x)
-
-    monkeypatch.setattr(torch.linalg, "eigvalsh", counting)
+    seen = solves("eigvalsh")
     T = causal((64, 64), 24)
     stream = iter_spectra(T, method="gram")
     taken = [next(stream)[0] for _ in range(3)]
