@@ -186,6 +186,20 @@ def test_mlstm_times_v_is_the_reference_loop(eps):
     check_structure(op, 4)
 
 
+def test_mlstm_batched_inputs_equal_each_item_alone():
+    # (batch, heads, L, d): the gates' time axis is the last one, not axis 1
+    q, k, v = randn(2, 3, 16, 4, seed=1), randn(2, 3, 16, 4, seed=2), randn(2, 3, 16, 5, seed=3)
+    igate, fgate = randn(2, 3, 16, seed=4, scale=3.0), randn(2, 3, 16, seed=5, scale=3.0)
+    op = mlstm(q, k, igate, fgate)
+    T = op.dense()
+    assert T.shape == (2, 3, 16, 16)
+    torch.testing.assert_close(T @ v, mlstm_ref(q, k, v, igate, fgate))
+    for item in range(2):
+        alone = mlstm(q[item], k[item], igate[item], fgate[item]).dense()
+        torch.testing.assert_close(T[item], alone)
+    check_structure(op, 4)
+
+
 def test_mlstm_normalizer_rescales_rows_of_a_gated_linear_attention():
     # Without the normalizer, T is q~_t . k_j prod f e^(i_j): divide row t by it.
     q, k, _, igate, fgate = mlstm_inputs()
