@@ -54,15 +54,9 @@ def _shown_tol_ess(page) -> str:
     return page.locator(".essw-shown-tol-ess").first.inner_text()
 
 
-def test_explorer_notebook_in_jupyterlab(lab, browser, only_local):
-    # tall enough for the whole explorer (the notebook scrolls inside its panel)
-    context = browser.new_context(viewport={"width": 1700, "height": 2000})
-    page = context.new_page()
-    blocked, errors, dialogs = [], [], []
-    page.route("**/*", only_local(blocked))
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-    page.goto(f"{lab.url}/lab/tree/{NOTEBOOK}?reset&token={lab.token}")
+def _open_and_run_all(page, lab, notebook: str):
+    """Open ``notebook`` in JupyterLab, start its kernel and Run All; returns its panel."""
+    page.goto(f"{lab.url}/lab/tree/{notebook}?reset&token={lab.token}")
     panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
     panel.wait_for(timeout=60_000)
     # a fresh server may ask which kernel to start: take the default (Python 3)
@@ -77,6 +71,18 @@ def test_explorer_notebook_in_jupyterlab(lab, browser, only_local):
     )
     page.locator("#jp-MainMenu").get_by_text("Run", exact=True).click()
     page.locator("li[data-command='runmenu:run-all']").click()
+    return panel
+
+
+def test_explorer_notebook_in_jupyterlab(lab, browser, only_local):
+    # tall enough for the whole explorer (the notebook scrolls inside its panel)
+    context = browser.new_context(viewport={"width": 1700, "height": 2000})
+    page = context.new_page()
+    blocked, errors, dialogs = [], [], []
+    page.route("**/*", only_local(blocked))
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    panel = _open_and_run_all(page, lab, NOTEBOOK)
 
     explorer = panel.locator(".essw-explorer")
     try:
@@ -219,20 +225,7 @@ def test_progressive_explorer_in_jupyterlab(lab, browser, only_local):
     blocked, errors = [], []
     page.route("**/*", only_local(blocked))
     page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"{lab.url}/lab/tree/progressive.ipynb?reset&token={lab.token}")
-    panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
-    panel.wait_for(timeout=60_000)
-    select = page.locator(".jp-Dialog .jp-mod-accept")
-    try:
-        select.wait_for(timeout=5_000)
-        select.click()
-    except PlaywrightTimeout:
-        pass
-    page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(
-        timeout=60_000
-    )
-    page.locator("#jp-MainMenu").get_by_text("Run", exact=True).click()
-    page.locator("li[data-command='runmenu:run-all']").click()
+    panel = _open_and_run_all(page, lab, "progressive.ipynb")
     explorer = panel.locator(".essw-explorer")
     summary = ".essw-explorer .essw-summary"
     try:

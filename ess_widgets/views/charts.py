@@ -459,12 +459,7 @@ def operator_heatmap(
         return _binned_heatmap(t, b, split=split, scale=scale, title=title)
     rows, cols = np.tril_indices(L)
     values = t[rows, cols]
-    lo, hi = float(values.min()), float(values.max())
-    if lo < 0:
-        m = max(-lo, hi)
-        color_scale = alt.Scale(type=scale, scheme="redblue", reverse=True, domain=[-m, m])
-    else:
-        color_scale = alt.Scale(type=scale, scheme="viridis")
+    color_scale = _weight_scale(values, scale)
     edge = dict(nice=False, zero=False, domain=[-0.5, L - 0.5])
     cells = _chart(pd.DataFrame({"output": rows, "input": cols, "weight": values}))
     cells = cells.transform_calculate(
@@ -524,6 +519,15 @@ def _block_means(t: np.ndarray, b: int) -> np.ndarray:
     return np.where(sizes > 0, sums / np.where(sizes > 0, sizes, 1), 0.0)
 
 
+def _weight_scale(values: np.ndarray, scale: str) -> alt.Scale:
+    """Signed weights: a red-blue scale symmetric about 0; else viridis."""
+    lo, hi = float(values.min()), float(values.max())
+    if lo < 0:
+        m = max(-lo, hi)
+        return alt.Scale(type=scale, scheme="redblue", reverse=True, domain=[-m, m])
+    return alt.Scale(type=scale, scheme="viridis")
+
+
 def _binned_heatmap(t, b: int, *, split, scale: str, title) -> alt.LayerChart:
     L = t.shape[0]
     means = _block_means(t, b)
@@ -538,12 +542,7 @@ def _binned_heatmap(t, b: int, *, split, scale: str, title) -> alt.LayerChart:
             "weight": means[rows, cols],
         }
     )
-    lo, hi = float(frame["weight"].min()), float(frame["weight"].max())
-    if lo < 0:
-        m = max(-lo, hi)
-        color_scale = alt.Scale(type=scale, scheme="redblue", reverse=True, domain=[-m, m])
-    else:
-        color_scale = alt.Scale(type=scale, scheme="viridis")
+    color_scale = _weight_scale(frame["weight"].to_numpy(), scale)
     edge = dict(nice=False, zero=False, domain=[-0.5, L - 0.5])
     x = alt.X("x0:Q", title="input position (column)", scale=alt.Scale(**edge))
     y = alt.Y("y0:Q", title="output position (row)", scale=alt.Scale(reverse=True, **edge))
